@@ -1,0 +1,1 @@
+"""Reads records only: MLflow runs and parquet -> tables and figures."""

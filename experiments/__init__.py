@@ -1,0 +1,1 @@
+"""What an experiment does, in one process with no Ray."""

@@ -1,0 +1,1 @@
+"""Data sets: the synthetic mini-world, CelebA-HQ, FFHQ, image folders."""

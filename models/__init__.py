@@ -1,0 +1,1 @@
+"""nn.Modules and pure tensor functions: AttGAN, ErasableMask, FR zoo, noise pool."""

@@ -1,0 +1,1 @@
+"""Face-recognition zoo: one wrapper, one registry."""
