@@ -1,0 +1,3 @@
+"""Imports every module that registers FR models (one line per module)."""
+
+# Each import registers its models with erasablemask.models.fr.registry.
