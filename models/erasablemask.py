@@ -42,7 +42,6 @@ from __future__ import annotations
 import copy
 from typing import Literal, NamedTuple
 
-import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 

@@ -1,4 +1,4 @@
-"""ErasableMask generator (Eq. 6-7, injection §IV-C) and restorer: formulas at the extremes, freezing, functional path."""
+"""ErasableMask generator (Eq. 6-7, injection §IV-C) and restorer: formula extremes, freezing, functional path."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Noise pool (§IV-D) and Table V evaluation transforms: gradients, statistics, determinism, real-platform behaviour."""
+"""Noise pool (§IV-D) and Table V evaluation transforms: gradients, statistics, determinism, platform behaviour."""
 
 from __future__ import annotations
 
@@ -177,6 +177,15 @@ def test_eval_center_crop_scales_with_image_size(size, crop):
     ref = Image.fromarray(to_uint8(x)[0]).crop((off, off, off + crop, off + crop)).resize((size, size),
                                                                                          Image.BILINEAR)
     assert torch.equal(out, from_uint8(np.asarray(ref)[None], x))
+
+
+def test_kornia_jpeg_matches_real_jpeg_on_mini_world_faces():
+    from erasablemask.experiments.data.miniworld import MiniWorld
+
+    x = MiniWorld(seed=0).images(range(16))  # 64 px rendered faces
+    value = psnr(DifferentiableJPEG()(x), real_jpeg(x, 50))
+    # Measured: 40.2 dB mean (37.7 min) on these 16; 41.0 dB mean on range(64); JPEG vs clean is 28.8 dB.
+    assert value.mean() > 38.5 and value.min() > 36
 
 
 @pytest.mark.realfaces
