@@ -1,0 +1,200 @@
+"""MLflow tracking: one parent run per ``train`` invocation, one child run per stage.
+
+The tracking URI comes from the config, else ``$MLFLOW_TRACKING_URI``, else
+an sqlite file in the run directory, never the deprecated ``./mlruns`` file
+store. A server URI is probed before any training starts, so an unreachable
+server fails fast, naming the URI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterator
+
+from erasablemask.experiments.config import ErasableMaskConfig
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# Packages whose versions go into every run's manifest.
+MANIFEST_PACKAGES = ("erasablemask", "torch", "torchvision", "ray", "mlflow", "kornia", "numpy", "optuna")
+
+
+class TrackingUnavailable(RuntimeError):
+    """The MLflow tracking URI cannot be used; the message names it."""
+
+
+def resolve_tracking_uri(cfg: ErasableMaskConfig, run_dir: Path) -> str:
+    """Config, then ``$MLFLOW_TRACKING_URI``, then ``sqlite:///<run_dir>/mlflow.db``."""
+    uri = cfg.tracking.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{(run_dir / 'mlflow.db').resolve()}"
+    return uri
+
+
+def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
+    """Fail before training if ``uri`` is a file store or an unreachable server."""
+    scheme = uri.split(":", 1)[0] if ":" in uri else ""
+    if scheme in ("", "file"):
+        raise TrackingUnavailable(
+            f"tracking URI '{uri}' is a file store, which MLflow 3 no longer supports; "
+            "use sqlite:///path/mlflow.db or an http(s):// MLflow server"
+        )
+    if scheme in ("http", "https"):
+        probe = uri.rstrip("/") + "/health"
+        try:
+            with urllib.request.urlopen(probe, timeout=timeout) as resp:  # noqa: S310 (user-given URI)
+                if resp.status != 200:
+                    raise TrackingUnavailable(f"MLflow server at '{uri}' answered {resp.status} on /health")
+        except (urllib.error.URLError, OSError) as exc:
+            raise TrackingUnavailable(
+                f"cannot reach the MLflow tracking server '{uri}' ({exc}); start it or fix "
+                "tracking.tracking_uri / $MLFLOW_TRACKING_URI"
+            ) from None
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5
+        )
+        commit = out.stdout.strip() or "unknown"
+        return commit + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def run_manifest(cfg: ErasableMaskConfig, **extra: Any) -> dict[str, Any]:
+    """Config hash, git commit, package versions and seeds of a run."""
+    versions = {}
+    for name in MANIFEST_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "config_digest": cfg.digest(),
+        "git_commit": git_commit(),
+        "packages": versions,
+        "seed": cfg.seed,
+        "worker_seeds": {rank: worker_seed(cfg.seed, rank) for rank in range(cfg.compute.num_workers)},
+        **extra,
+    }
+
+
+def worker_seed(seed: int, rank: int) -> int:
+    """Per-rank seed derived from the config seed (documented in the manifest)."""
+    return seed * 1000 + rank
+
+
+def run_tags(cfg: ErasableMaskConfig, **extra: str) -> dict[str, str]:
+    return {
+        "method": cfg.attack.method,
+        "surrogates": ",".join(cfg.attack.surrogates),
+        "black_box": ",".join(cfg.attack.black_box),
+        "dataset": cfg.data.kind,
+        "data_kind": "mini-world (synthetic)" if cfg.data.kind == "miniworld" else "real",
+        "config_digest": cfg.digest(),
+        **extra,
+    }
+
+
+@dataclass
+class Tracker:
+    """Parent/child MLflow runs for one ``train`` invocation.
+
+    Use :meth:`open` (a context manager) rather than constructing directly.
+    """
+
+    uri: str
+    experiment_id: str
+    parent_run_id: str
+    client: Any = field(repr=False)
+
+    @classmethod
+    @contextmanager
+    def open(cls, cfg: ErasableMaskConfig, run_dir: Path, *, run_name: str | None = None) -> Iterator["Tracker"]:
+        from mlflow.tracking import MlflowClient
+
+        uri = resolve_tracking_uri(cfg, run_dir)
+        check_tracking_uri(uri)
+        client = MlflowClient(tracking_uri=uri)
+        exp = client.get_experiment_by_name(cfg.tracking.experiment_name)
+        if exp is None:
+            artifact_location = None
+            if uri.startswith("sqlite:"):
+                artifact_location = (run_dir / "mlartifacts").resolve().as_uri()
+            exp_id = client.create_experiment(cfg.tracking.experiment_name, artifact_location=artifact_location)
+        else:
+            exp_id = exp.experiment_id
+        parent = client.create_run(exp_id, run_name=run_name or f"train-{cfg.digest()}", tags=run_tags(cfg, stage="all"))
+        tracker = cls(uri=uri, experiment_id=exp_id, parent_run_id=parent.info.run_id, client=client)
+        tracker.log_params(parent.info.run_id, cfg.flat())
+        tracker.log_json(parent.info.run_id, run_manifest(cfg), "manifest.json")
+        status = "FAILED"
+        try:
+            yield tracker
+            status = "FINISHED"
+        finally:
+            client.set_terminated(parent.info.run_id, status=status)
+
+    def start_stage(self, cfg: ErasableMaskConfig, stage: int) -> str:
+        """Create the child run of ``stage``; returns its run id."""
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"stage{stage}",
+            tags={**run_tags(cfg, stage=str(stage)), "mlflow.parentRunId": self.parent_run_id},
+        )
+        self.log_params(run.info.run_id, cfg.flat())
+        return run.info.run_id
+
+    def end_stage(self, run_id: str, *, ok: bool) -> None:
+        self.client.set_terminated(run_id, status="FINISHED" if ok else "FAILED")
+
+    def log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v)) for k, v in params.items()]
+        for i in range(0, len(items), 100):  # MLflow's log_batch limit
+            self.client.log_batch(run_id, params=items[i : i + 100])
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
+        log_metrics(self.uri, run_id, metrics, step)
+
+    def log_json(self, run_id: str, obj: Any, name: str) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / name
+            path.write_text(json.dumps(obj, indent=2, default=str))
+            self.client.log_artifact(run_id, str(path))
+
+    def log_artifacts(self, run_id: str, local_dir: Path, artifact_path: str) -> None:
+        self.client.log_artifacts(run_id, str(local_dir), artifact_path)
+
+
+def log_metrics(uri: str, run_id: str, metrics: dict[str, float], step: int) -> None:
+    """Log numeric metrics at ``step``; usable from a Ray worker (no Tracker needed)."""
+    import time
+
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    now = int(time.time() * 1000)
+    items = [
+        Metric(key, float(value), now, step)
+        for key, value in metrics.items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool)
+    ]
+    client = MlflowClient(tracking_uri=uri)
+    for i in range(0, len(items), 1000):
+        client.log_batch(run_id, metrics=items[i : i + 1000])
