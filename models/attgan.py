@@ -364,6 +364,9 @@ def load_attgan_checkpoint(
     if generator is None and discriminator is None:
         raise ValueError("load_attgan_checkpoint: pass generator=... and/or discriminator=... to load into")
     ckpt = _read_checkpoint(path_or_state_dict)
+    if not isinstance(ckpt, Mapping):
+        raise ValueError(f"checkpoint holds a {type(ckpt).__name__}, not a state dict; pass AttGAN-PyTorch's "
+                         "{'G': ..., 'D': ...} file or a bare state dict")
     for module, key, prefix in ((generator, "G", "enc_layers."), (discriminator, "D", "conv.")):
         if module is None:
             continue
