@@ -7,6 +7,8 @@
   ``erasablemask.models.fr.build`` picks them up.
 - ``fr verify MODEL A.jpg B.jpg``: cosine similarity and the decision at
   each FAR the model has a threshold for.
+- ``fr train-mini [NAMES]``: train (or load from the cache) and calibrate
+  the mini-world models (:mod:`erasablemask.experiments.fr_mini`).
 
 Handlers return 0 on success and 2 on bad input (after printing the error).
 """
@@ -49,8 +51,14 @@ def _fail(exc: BaseException) -> int:
     return 2
 
 
-def format_table(rows: list[list[str]], headers: list[str]) -> str:
-    """Left-aligned plain-text table with a dashed rule under the header."""
+def format_table(rows: list[list[str]], headers: list[str], max_width: int | None = None) -> str:
+    """Left-aligned plain-text table with a dashed rule under the header.
+
+    Cells longer than ``max_width`` characters are cut with an ellipsis
+    (``--json`` output keeps everything).
+    """
+    if max_width is not None:
+        rows = [[c if len(str(c)) <= max_width else str(c)[: max_width - 1] + "…" for c in r] for r in rows]
     widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows)]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [headers, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -94,23 +102,26 @@ def _list(args: argparse.Namespace) -> int:
             d["thresholds"] = {repr(k): v for k, v in sorted(specs[name].thresholds.items())}
             cal = read_calibration(name)
             if cal is not None:  # JSON keys must be strings
-                cal = {k: ({repr(f): x for f, x in v.items()} if k in ("thresholds", "tar") else v) for k, v in cal.items()}
+                for key in ("thresholds", "tar"):
+                    cal[key] = {repr(f): x for f, x in cal[key].items()}
             d["calibration"] = cal
             out.append(d)
         print(json.dumps(out, indent=2))
         return 0
     fars = sorted({f for s in specs.values() for f in s.thresholds} | set(DEFAULT_FARS), reverse=True)
-    headers = ["name", "family", "emb", "input", "preprocessing", "weights", *[f"thr@{f:g}" for f in fars], "thresholds source"]
+    headers = ["name", "family", "emb", "input", "preprocessing", "weights",
+               *[f"thr@{f:g}" for f in fars], "thresholds source"]
     rows = []
     for name in names:
         if name in errors:
-            rows.append([name, "?", "?", "?", "?", "?", *["?" for _ in fars], f"ERROR: {errors[name]}"])
+            rows.append([name, *["?"] * (5 + len(fars)), f"ERROR: {errors[name]}"])
             continue
         s = specs[name]
         size = f"{s.preprocessing.size[0]}x{s.preprocessing.size[1]}"
-        source = s.threshold_source if s.thresholds else "none (calibrate: erasablemask fr calibrate)"
-        rows.append([name, s.family, str(s.embedding_size), size, _preprocessing(s), _weights(s), *[_thr(s, f) for f in fars], source])
-    print(format_table(rows, headers) if rows else "no FR models registered")
+        source = s.threshold_source if s.thresholds else "none: calibrate with `erasablemask fr calibrate`"
+        rows.append([name, s.family, str(s.embedding_size), size, _preprocessing(s), _weights(s),
+                     *[_thr(s, f) for f in fars], source])
+    print(format_table(rows, headers, max_width=args.max_width) if rows else "no FR models registered")
     return 0
 
 
@@ -161,19 +172,41 @@ def _verify(args: argparse.Namespace) -> int:
         print(f"{spec.name} is uncalibrated (no thresholds), so no decision. Calibrate it with:\n"
               f"  erasablemask fr calibrate {spec.name} --pairs PAIRS.csv --images DIR")
         return 0
-    rows = [[f"{d['far']:g}", f"{d['threshold']:.6f}", "same person" if d["same"] else "different"] for d in result["decisions"]]
+    rows = [[f"{d['far']:g}", f"{d['threshold']:.6f}", "same person" if d["same"] else "different"]
+            for d in result["decisions"]]
     print(format_table(rows, ["FAR", "threshold", "decision"]))
     print(f"thresholds: {model.spec.threshold_source}")
     return 0
 
 
+def _train_mini(args: argparse.Namespace) -> int:
+    # Imported here: training code is only needed by this command.
+    from erasablemask.experiments.fr_mini import MiniZooWorld, ensure_mini_zoo
+
+    try:
+        given = {k: getattr(args, k) for k in ("seed", "n_identities", "images_per_identity",
+                                                "heldout_identities", "image_size", "epochs")}
+        world = MiniZooWorld(**{k: v for k, v in given.items() if v is not None})
+        paths = ensure_mini_zoo(args.names or None, world, threads=args.threads)
+    except _BAD_INPUT as e:
+        return _fail(e)
+    rows = []
+    for name, path in paths.items():
+        cal = read_calibration(name) or {"thresholds": {}, "tar": {}}
+        tars = " ".join(f"{cal['tar'][f]:.3f}@{f:g}" for f in sorted(cal["tar"], reverse=True)) or "-"
+        rows.append([name, f"{cal.get('auc', float('nan')):.4f}", tars, str(path)])
+    print(format_table(rows, ["name", "held-out AUC", "TAR@FAR", "weights"]))
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``fr`` command group (list, calibrate, verify)."""
+    """Add the ``fr`` command group (list, calibrate, verify, train-mini)."""
     group = subparsers.add_parser("fr", help="face-recognition zoo: list, calibrate, verify")
     sub = group.add_subparsers(dest="fr_command", metavar="ACTION", required=True)
 
     ls = sub.add_parser("list", help="registered FR models, weights and thresholds")
     ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ls.add_argument("--max-width", type=int, default=60, help="cut table cells to this many characters (default 60)")
     ls.set_defaults(handler=_list)
 
     def model_args(p: argparse.ArgumentParser) -> None:
@@ -196,3 +229,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ver.add_argument("a", help="first image")
     ver.add_argument("b", help="second image")
     ver.set_defaults(handler=_verify)
+
+    mini = sub.add_parser("train-mini", help="train (if not cached) and calibrate mini-world FR models")
+    mini.add_argument("names", nargs="*", help="mini_* models (default: all)")
+    mini.add_argument("--seed", type=int, help="mini-world seed (default 0)")
+    mini.add_argument("--identities", dest="n_identities", type=int, help="identities in the world (default 48)")
+    mini.add_argument("--images-per-identity", type=int, help="images per identity (default 24)")
+    mini.add_argument("--heldout", dest="heldout_identities", type=int,
+                      help="last identities held out for calibration (default 8)")
+    mini.add_argument("--image-size", type=int, help="rendered image side in pixels (default 64)")
+    mini.add_argument("--epochs", type=int, help="override every recipe's epochs (quick runs)")
+    mini.add_argument("--threads", type=int, help="torch threads while training")
+    mini.set_defaults(handler=_train_mini)

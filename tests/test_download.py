@@ -7,7 +7,6 @@ import http.server
 import os
 import re
 import threading
-from pathlib import Path
 
 import pytest
 
@@ -219,13 +218,21 @@ def test_resolve_weights_unreachable_url_is_unavailable(tmp_path, monkeypatch):
         resolve_weights(spec, None)
 
 
-def test_resolve_weights_package_and_paths(tmp_path):
+def test_resolve_weights_package_and_paths(tmp_path, monkeypatch):
     found = resolve_weights(_spec(WeightsSource("package", "pytest:__init__.py")), None)
     assert found is not None and found.name == "__init__.py" and found.is_file()
     with pytest.raises(WeightsUnavailable, match="not installed"):
         resolve_weights(_spec(WeightsSource("package", "no_such_pkg_xyz:w.onnx")), None)
     with pytest.raises(WeightsUnavailable, match="not found"):
         resolve_weights(_spec(WeightsSource("path", str(tmp_path / "nope.pt"))), None)
+    monkeypatch.setenv("ERASABLEMASK_HOME", str(tmp_path / "home"))
+    relative = _spec(WeightsSource("path", "toy.pth"))
+    with pytest.raises(WeightsUnavailable, match=r"home/weights/toy/toy.pth"):
+        resolve_weights(relative, None)
+    dropped = tmp_path / "home" / "weights" / "toy" / "toy.pth"
+    dropped.parent.mkdir(parents=True)
+    dropped.write_bytes(b"w")
+    assert resolve_weights(relative, None) == dropped
     with pytest.raises(FileNotFoundError, match="nope.pt"):
         resolve_weights(_spec(WeightsSource()), tmp_path / "nope.pt")
     given = tmp_path / "w.pt"

