@@ -1,3 +1,4 @@
 """Imports every module that registers FR models (one line per module)."""
 
 # Each import registers its models with erasablemask.models.fr.registry.
+from erasablemask.models.fr import paper_zoo  # noqa: F401
