@@ -125,8 +125,8 @@ def test_identity_is_recognisable_on_held_out_images_whatever_the_attributes():
     novel = torch.tensor([(int(ids[i]), att[i].tobytes()) not in seen for i in held])
     acc_novel = correct[novel].mean().item()
     print(f"identity accuracy {acc:.3f} (novel attribute combos {acc_novel:.3f}, n={int(novel.sum())}), chance {chance:.3f}")
-    assert acc > 10 * chance  # measured 0.70 vs chance 0.05
-    assert novel.sum() >= 20 and acc_novel > 5 * chance  # measured 0.46
+    assert acc > 10 * chance  # measured 0.725 vs chance 0.05
+    assert novel.sum() >= 20 and acc_novel > 5 * chance  # measured 0.61
 
 
 def test_attributes_are_readable_on_held_out_identities():
@@ -152,7 +152,7 @@ def test_attributes_are_readable_on_held_out_identities():
     for name, a, m, b in zip(ATTRIBUTES, acc.tolist(), majority.tolist(), balanced.tolist()):
         print(f"{name:20s} acc {a:.3f} majority {m:.3f} balanced {b:.3f}")
     print(f"mean acc {acc.mean():.3f} vs majority {majority.mean():.3f}; mean balanced {balanced[both].mean():.3f} vs 0.5")
-    # measured: mean acc 0.83 vs majority 0.71; mean balanced 0.755, 11 of 13 attributes > 0.6
+    # measured: mean acc 0.83 vs majority 0.71; mean balanced 0.74, 11 of 13 attributes > 0.6
     assert acc.mean() > majority.mean() + 0.08
     assert balanced[both].mean() > 0.68
     assert (balanced[both] > 0.6).sum() >= 9

@@ -12,12 +12,12 @@ rare attributes so that every attribute is learnable in a small world):
 * Male: an identity trait, constant over an identity's images (50 % of
   identities). CelebA labels are almost always constant per person, and sex
   changes the face geometry, which is part of identity here.
-* Young: mostly an identity trait (75 % of identities are young); 7 % of an
+* Young: mostly an identity trait (75 % of identities are young); 12 % of an
   identity's images show the other age (photos taken years apart).
 * Bald: 25 % of male identities are balding (70 % of their images), everyone
   else 1 %. Bald and Bangs never co-occur (AttGAN's conflict rule).
 * Hair colour: each identity has a natural colour (black / blond / brown /
-  other = red, dyed pink or grey); 80 % of images show it, the rest a dyed
+  other = red, dyed pink or grey); 55 % of images show it, the rest a dyed
   colour. Black_Hair, Blond_Hair, Brown_Hair are one-hot or all 0 ("other").
 * Bangs, Bushy_Eyebrows, Eyeglasses, Mouth_Slightly_Open, Pale_Skin: per
   image, with identity-specific propensities.
@@ -64,6 +64,8 @@ FRAME_RGB: tuple[tuple[float, float, float], ...] = (
 )
 SKIN_DARK = np.array([86.0, 56.0, 40.0])
 SKIN_LIGHT = np.array([240.0, 204.0, 180.0])
+SKIN_PINK = np.array([16.0, -6.0, 4.0])  # undertone directions: pink x [0, 1], olive x [-0.5, 1] per identity
+SKIN_OLIVE = np.array([4.0, 10.0, -14.0])
 
 
 @dataclass(frozen=True)
@@ -158,15 +160,16 @@ def sample_identity(rng: np.random.Generator) -> IdentityParams:
     u = rng.random(64)
     male = bool(u[0] < 0.5)
     skin_t = u[1] ** 0.8
-    skin = SKIN_DARK + (SKIN_LIGHT - SKIN_DARK) * skin_t + np.array([10.0, 0.0, -6.0]) * (u[2] - 0.5) * 2
+    undertone = SKIN_PINK * u[2] + SKIN_OLIVE * (1.5 * u[49] - 0.5)
+    skin = SKIN_DARK + (SKIN_LIGHT - SKIN_DARK) * skin_t + undertone
     n_moles = int(u[3] * 4)  # 0..3
     mole_xy = rng.uniform([-0.65, -0.25], [0.65, 0.75], size=(3, 2))
-    mole_r = rng.uniform(0.006, 0.012, size=(3, 1))
+    mole_r = rng.uniform(0.009, 0.016, size=(3, 1))
     moles = np.concatenate([mole_xy, mole_r], axis=1)[:n_moles]
     freckle_xy = rng.uniform([-0.6, 0.05], [0.6, 0.4], size=(18, 2))
-    freckles = freckle_xy if u[4] < 0.2 else np.zeros((0, 2))
+    freckles = freckle_xy if u[4] < 0.3 else np.zeros((0, 2))
     bm = np.array([rng.uniform(-0.6, 0.6), rng.uniform(-0.5, 0.6), rng.uniform(0.02, 0.035), rng.uniform(0.014, 0.025)])
-    birthmark = bm if u[5] < 0.15 else np.zeros(4)
+    birthmark = bm if u[5] < 0.35 else np.zeros(4)
     hair_natural = int(np.searchsorted([0.33, 0.53, 0.83], u[6], side="right"))
     balding = male and u[7] < 0.25
     young = bool(u[8] < 0.75)
@@ -178,14 +181,14 @@ def sample_identity(rng: np.random.Generator) -> IdentityParams:
         male=male,
         young=young,
         skin=np.clip(skin, 0, 255),
-        rosy=lerp(0.0, 0.3, u[12]),
-        head_rx=lerp(0.22, 0.27, u[13]),
-        head_ry=lerp(0.30, 0.35, u[14]),
+        rosy=lerp(0.0, 0.45, u[12]),
+        head_rx=lerp(0.21, 0.28, u[13]),
+        head_ry=lerp(0.29, 0.36, u[14]),
         jaw_n=lerp(2.0, 2.5, u[15]),
         chin_taper=lerp(0.10, 0.35, u[16]),
-        eye_dx=lerp(0.085, 0.125, u[17]),
+        eye_dx=lerp(0.08, 0.13, u[17]),
         eye_y=lerp(-0.015, 0.03, u[18]),
-        eye_rx=lerp(0.032, 0.046, u[19]),
+        eye_rx=lerp(0.03, 0.05, u[19]),
         eye_ratio=lerp(0.45, 0.7, u[20]),
         eye_tilt=lerp(-0.15, 0.15, u[21]),
         iris=np.array(IRIS_RGB[int(u[22] * len(IRIS_RGB))]),
@@ -217,7 +220,7 @@ def sample_identity(rng: np.random.Generator) -> IdentityParams:
         frame=np.array(FRAME_RGB[int(u[43] * len(FRAME_RGB))]),
         p_bald=0.7 if balding else 0.01,
         p_bangs=lerp(0.2, 0.7, u[44]) if not male else lerp(0.0, 0.25, u[44]),
-        p_natural_hair=0.8,
+        p_natural_hair=0.55,
         p_bushy=0.7 if bushy_prone else 0.08,
         p_glasses=0.6 if glasses_prone else 0.05,
         p_mouth_open=lerp(0.3, 0.6, u[45]),
@@ -239,7 +242,7 @@ def sample_image(rng: np.random.Generator, ident: IdentityParams) -> ImageParams
         hair = others[int(u[3] * 3)]
     beard = u[8] < ident.p_beard
     mustache = beard and u[9] < ident.p_mustache
-    young = ident.young if u[11] >= 0.07 else not ident.young
+    young = ident.young if u[11] >= 0.12 else not ident.young
     values = {
         "Bald": bald,
         "Bangs": bangs,

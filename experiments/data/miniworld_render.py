@@ -231,11 +231,10 @@ def render_face(ident: IdentityParams, p: ImageParams, size: int = 64, supersamp
     pt = _Painter(img, p)
     skin = ident.skin * p.skin_shade
     if a["Pale_Skin"]:  # lighter and less saturated than the identity's own tone
-        skin = skin + 0.6 * (_PALE - skin)
-        skin = skin * 0.8 + skin.mean() * 0.2
+        skin = skin + 0.5 * (_PALE - skin)
+        skin = skin * 0.85 + skin.mean() * 0.15
     hair = hair_colour(ident, p.attrs) * p.hair_shade
     if not a["Young"]:
-        skin = skin * 0.88 + skin.mean() * 0.12
         hair = hair * 0.6 + _GREY * 0.4
     shirt_y = CY + ident.head_ry + 0.07
     pt.poly(np.array([[CX - 0.5, 1.1], [CX - 0.44, shirt_y + 0.08], [CX - 0.26, shirt_y], [CX - 0.08, shirt_y - 0.01], [CX, shirt_y + 0.07], [CX + 0.08, shirt_y - 0.01], [CX + 0.26, shirt_y], [CX + 0.44, shirt_y + 0.08], [CX + 0.5, 1.1]]), p.shirt)
