@@ -84,8 +84,10 @@ def embed_images(
 ) -> torch.Tensor:
     """Embed each image file once.
 
-    Images of equal size are batched together (all of them when
-    ``image_size`` is given); the model applies its own preprocessing.
+    Each image is resized to the model's input size on load, with the
+    wrapper's own :meth:`~FaceRecognizer.crop_and_resize` (so the result is
+    what ``model(image)`` gives), and then batched; for models with a centre
+    crop, only images of equal size are batched.
 
     Args:
         model: a built FR model (any device; inputs are moved to it).
@@ -101,6 +103,8 @@ def embed_images(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     device = next((t.device for t in model.parameters()), torch.device("cpu"))
     images = [load_face_image(p, image_size) for p in tqdm(paths, desc="load", disable=not progress)]
+    if model.spec.preprocessing.center_crop == 1.0:  # resize now (same op as forward) so all images batch
+        images = [model.crop_and_resize(im[None])[0] for im in images]
     by_size: dict[tuple[int, int], list[int]] = {}
     for i, im in enumerate(images):
         by_size.setdefault(tuple(im.shape[-2:]), []).append(i)

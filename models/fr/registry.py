@@ -54,7 +54,10 @@ class WeightsSource:
             ``url`` (downloaded and checked against ``sha256``), ``package``
             (shipped inside an installed package), ``trained_here``
             (mini-world models trained on demand and cached).
-        location: path, URL or package name.
+        location: ``path``: a file, absolute or relative to
+            ``weights_home(name)``; ``url``: the URL; ``package``:
+            ``"module:relative/path"`` inside an importable module (or a
+            free-form description for factories that locate it themselves).
         sha256: expected digest for ``url`` weights.
         note: licence or provenance remark.
     """
@@ -213,8 +216,14 @@ class FaceRecognizer(nn.Module):
         self.register_buffer("_mean", torch.tensor(p.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("_std", torch.tensor(p.std).view(1, 3, 1, 1), persistent=False)
 
-    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
-        """Map ``(N, 3, H, W)`` RGB in [-1, 1] to the backbone's input convention."""
+    def crop_and_resize(self, x: torch.Tensor) -> torch.Tensor:
+        """The geometric part of :meth:`preprocess`: centre crop, then resize to ``spec.preprocessing.size``.
+
+        ``(N, 3, H, W)`` in, ``(N, 3, *size)`` out, values unchanged in kind.
+        Without a centre crop, an image already at ``size`` passes through
+        ``forward`` unresized, so callers may apply this once ahead of time
+        (e.g. to batch images of different sizes) with identical results.
+        """
         p = self.spec.preprocessing
         if p.center_crop < 1.0:
             h, w = x.shape[-2:]
@@ -224,6 +233,12 @@ class FaceRecognizer(nn.Module):
         if tuple(x.shape[-2:]) != tuple(p.size):
             kwargs = {"align_corners": False} if p.resize in ("bilinear", "bicubic") else {}
             x = F.interpolate(x, size=p.size, mode=p.resize, **kwargs)
+        return x
+
+    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
+        """Map ``(N, 3, H, W)`` RGB in [-1, 1] to the backbone's input convention."""
+        p = self.spec.preprocessing
+        x = self.crop_and_resize(x)
         if p.channel_order == "BGR":
             x = x.flip(1)
         if p.scale == "[0,1]":
