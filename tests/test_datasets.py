@@ -220,3 +220,48 @@ def test_ffhq_finds_numbered_images_in_subfolders(tmp_path):
     table.to_csv(tmp_path / "ffhq_attrs.csv", index=False)
     with pytest.raises(DataSetError, match="missing .*'00007.png'"):
         FFHQ(root, tmp_path / "ffhq_attrs.csv")
+
+
+# --- label coding and AttGAN's attribute editing rules (experiments/data/attributes.py) ---
+
+
+def test_generator_input_codings_round_trip():
+    from erasablemask.experiments.data.attributes import from_generator_input, to_generator_input
+
+    att = torch.tensor([[0, 1] * 6 + [1]], dtype=torch.float32)
+    assert to_generator_input(att, "pm0.5")[0, :2].tolist() == [-0.5, 0.5]  # AttGAN-PyTorch: (2a-1)*0.5
+    assert to_generator_input(att, "pm1")[0, :2].tolist() == [-1.0, 1.0]  # TF AttGAN
+    assert torch.equal(to_generator_input(att, "01"), att)
+    for coding in ("pm0.5", "pm1", "01"):
+        assert torch.equal(from_generator_input(to_generator_input(att, coding), coding), att)
+    with pytest.raises(ValueError, match=r"0/1 labels; convert ±1"):
+        to_generator_input(att * 2 - 1)
+    with pytest.raises(ValueError, match="coding"):
+        to_generator_input(att, "pm2")
+
+
+def test_flips_follow_attgan_conflict_rules():
+    from erasablemask.experiments.data.attributes import attribute_index as ix
+    from erasablemask.experiments.data.attributes import flip_attributes, sample_target_attributes
+
+    att = torch.zeros(1, 13)
+    att[0, ix("Black_Hair")] = att[0, ix("Bangs")] = att[0, ix("No_Beard")] = 1
+    blond = flip_attributes(att, ["Blond_Hair"])[0]
+    assert blond[ix("Blond_Hair")] == 1 and blond[ix("Black_Hair")] == 0
+    bald = flip_attributes(att, ["Bald"])[0]
+    assert bald[ix("Bald")] == 1 and bald[ix("Bangs")] == 0
+    mustache = flip_attributes(att, ["Mustache"])[0]
+    assert mustache[ix("Mustache")] == 1 and mustache[ix("No_Beard")] == 0
+    assert torch.equal(flip_attributes(att, ["Black_Hair"])[0, ix("Blond_Hair"):ix("Brown_Hair") + 1], torch.zeros(2))
+    g = torch.Generator().manual_seed(0)
+    batch = MiniWorld(seed=0, n_identities=8, images_per_identity=8).attributes()
+    for mode in ("flip_one", "flip_random", "permute"):
+        b = sample_target_attributes(batch, torch.Generator().manual_seed(1), mode=mode)
+        assert torch.equal(b, sample_target_attributes(batch, torch.Generator().manual_seed(1), mode=mode))
+        assert b[:, [ix("Black_Hair"), ix("Blond_Hair"), ix("Brown_Hair")]].sum(1).max() <= 1
+        assert not ((b[:, ix("Bald")] == 1) & (b[:, ix("Bangs")] == 1)).any()
+        assert not ((b[:, ix("Mustache")] == 1) & (b[:, ix("No_Beard")] == 1)).any()
+    one = sample_target_attributes(batch, g, mode="flip_one")
+    assert ((one != batch).sum(1) >= 1).all() and ((one != batch).sum(1) <= 3).all()
+    with pytest.raises(KeyError, match="unknown attribute 'Smiling'"):
+        flip_attributes(att, ["Smiling"])
