@@ -147,7 +147,9 @@ def read_pairs(pairs_csv: str | Path, images_dir: str | Path) -> pd.DataFrame:
     if not pairs_csv.is_file():
         raise FileNotFoundError(f"pairs file '{pairs_csv}' not found; give a CSV with columns a,b,same")
     if not images_dir.is_dir():
-        raise FileNotFoundError(f"images folder '{images_dir}' not found; --images is the folder the pair paths are relative to")
+        raise FileNotFoundError(
+            f"images folder '{images_dir}' not found; --images is the folder the pair paths are relative to"
+        )
     df = pd.read_csv(pairs_csv)
     missing_cols = {"a", "b", "same"} - set(df.columns)
     if missing_cols:

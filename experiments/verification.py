@@ -124,11 +124,12 @@ def decisions(model: FaceRecognizer, cosine: float) -> list[dict]:
     """Accept/reject ``cosine`` at every FAR the model has a threshold for.
 
     Returns:
-        One ``{"far", "threshold", "same"}`` per known FAR, ascending FAR;
-        empty when the model is uncalibrated.
+        One ``{"far", "threshold", "same"}`` per known FAR, descending FAR
+        (0.1, 0.01, 0.001: the paper's column order); empty when the model is
+        uncalibrated.
     """
     rows = []
-    for far in sorted(model.spec.thresholds):
+    for far in sorted(model.spec.thresholds, reverse=True):
         try:
             thr = model.threshold(far)
         except UncalibratedError:  # pragma: no cover - spec keys are the known FARs

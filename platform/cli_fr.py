@@ -54,10 +54,10 @@ def _fail(exc: BaseException) -> int:
 def format_table(rows: list[list[str]], headers: list[str], max_width: int | None = None) -> str:
     """Left-aligned plain-text table with a dashed rule under the header.
 
-    Cells longer than ``max_width`` characters are cut with an ellipsis
-    (``--json`` output keeps everything).
+    Cells longer than ``max_width`` characters (if given and > 0) are cut
+    with an ellipsis (``--json`` output keeps everything).
     """
-    if max_width is not None:
+    if max_width:
         rows = [[c if len(str(c)) <= max_width else str(c)[: max_width - 1] + "…" for c in r] for r in rows]
     widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows)]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [headers, *rows]]
@@ -71,7 +71,9 @@ def _preprocessing(spec: FRSpec) -> str:
     if p.center_crop < 1:
         parts.insert(0, f"crop {p.center_crop:g}")
     if any(m != 0 for m in p.mean) or any(s != 1 for s in p.std):
-        parts.append(f"mean {list(p.mean)} std {list(p.std)}")
+        mean = ",".join(f"{m:.4g}" for m in p.mean)
+        std = f"{p.std[0]:.4g}" if len(set(p.std)) == 1 else ",".join(f"{v:.4g}" for v in p.std)
+        parts.append(f"(x-[{mean}])/{std}")
     return f"{p.resize} " + ", ".join(parts)
 
 
@@ -167,7 +169,8 @@ def _verify(args: argparse.Namespace) -> int:
         result = verify_pair(model, args.a, args.b)
     except _BAD_INPUT as e:
         return _fail(e)
-    print(f"{spec.name}: cosine({Path(args.a).name}, {Path(args.b).name}) = {result['cosine']:.4f}")
+    short = ["/".join(Path(p).parts[-2:]) for p in (args.a, args.b)]
+    print(f"{spec.name}: cosine({short[0]}, {short[1]}) = {result['cosine']:.4f}")
     if not result["decisions"]:
         print(f"{spec.name} is uncalibrated (no thresholds), so no decision. Calibrate it with:\n"
               f"  erasablemask fr calibrate {spec.name} --pairs PAIRS.csv --images DIR")
@@ -206,7 +209,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     ls = sub.add_parser("list", help="registered FR models, weights and thresholds")
     ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    ls.add_argument("--max-width", type=int, default=60, help="cut table cells to this many characters (default 60)")
+    ls.add_argument("--max-width", type=int, default=48,
+                    help="cut table cells to this many characters (default 48; 0: no limit)")
     ls.set_defaults(handler=_list)
 
     def model_args(p: argparse.ArgumentParser) -> None:

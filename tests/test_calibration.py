@@ -247,14 +247,10 @@ def test_corrupt_threshold_file_is_named_with_the_fix(toy_model):
 
 
 def _cli(argv: list[str]) -> int:
-    import argparse
+    """The real `erasablemask` command line, in-process."""
+    from erasablemask.platform.cli import main
 
-    from erasablemask.platform import cli_fr
-
-    parser = argparse.ArgumentParser(prog="erasablemask")
-    cli_fr.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.handler(args)
+    return main(argv)
 
 
 def test_cli_calibrate_then_verify_uses_saved_thresholds(toy_model, toy_photos, capsys):
@@ -276,11 +272,15 @@ def test_cli_calibrate_then_verify_uses_saved_thresholds(toy_model, toy_photos, 
 @pytest.mark.parametrize(
     "argv, match",
     [
-        (["fr", "calibrate", "no_such_model", "--pairs", "p.csv", "--images", "."], "unknown FR model 'no_such_model'; available: .*toy_fr"),
-        (["fr", "calibrate", "toy_fr", "--pairs", "missing.csv", "--images", "."], "pairs file 'missing.csv' not found"),
-        (["fr", "calibrate", "toy_fr", "--pairs", "{csv}", "--images", "{images}", "--far", "0.001"], "too few impostor"),
+        (["fr", "calibrate", "no_such_model", "--pairs", "p.csv", "--images", "."],
+         "unknown FR model 'no_such_model'; available: .*toy_fr"),
+        (["fr", "calibrate", "toy_fr", "--pairs", "missing.csv", "--images", "."],
+         "pairs file 'missing.csv' not found"),
+        (["fr", "calibrate", "toy_fr", "--pairs", "{csv}", "--images", "{images}", "--far", "0.001"],
+         "too few impostor"),
         (["fr", "verify", "toy_fr", "nope_a.jpg", "nope_b.jpg"], "image 'nope_a.jpg' not found"),
-        (["fr", "verify", "toy_fr", "{images}/id0/0.png", "{images}/id0/1.png", "--weights", "w.pt"], "weights file .* not found"),
+        (["fr", "verify", "toy_fr", "{images}/id0/0.png", "{images}/id0/1.png", "--weights", "w.pt"],
+         "weights file .* not found"),
     ],
 )
 def test_cli_bad_input_exits_2_with_clear_message(argv, match, toy_model, toy_photos, capsys):
@@ -329,3 +329,23 @@ def test_real_model_scores_genuine_pairs_above_impostors(name):
     assert all(r["actual_far"] <= r["far"] for r in rows)
     assert rows[0]["tar"] > rows[0]["far"]  # better than chance at FAR 0.1
     assert rows[0]["tar"] >= rows[1]["tar"] >= rows[2]["tar"]
+
+
+# ---------------------------------------------------------------- fr train-mini
+
+
+def test_cli_train_mini_trains_once_calibrates_and_caches(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ERASABLEMASK_HOME", str(tmp_path))
+    argv = ["fr", "train-mini", "mini_mobileface_arc_s0", "--identities", "8", "--images-per-identity", "8",
+            "--heldout", "4", "--image-size", "32", "--epochs", "1", "--threads", "1"]
+    assert _cli(argv) == 0
+    out = capsys.readouterr().out
+    (weights,) = (tmp_path / "mini_fr").glob("mini_mobileface_arc_s0-*.safetensors")
+    assert "mini_mobileface_arc_s0" in out and str(weights) in out
+    cal = registry.read_calibration("mini_mobileface_arc_s0")
+    assert cal is not None and 0.1 in cal["thresholds"] and cal["n_impostor"] == 384  # 32 held-out images
+    stamp = weights.stat().st_mtime_ns
+    assert _cli(argv) == 0  # cached: not trained again
+    assert weights.stat().st_mtime_ns == stamp
+    assert _cli(["fr", "train-mini", "mini_nope"]) == 2
+    assert "unknown mini FR model" in capsys.readouterr().err

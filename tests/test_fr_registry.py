@@ -9,7 +9,6 @@ model that cannot be built either way is skipped with the factory's reason.
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import pytest
@@ -120,12 +119,10 @@ def test_registering_a_name_twice_is_refused(monkeypatch):
 
 
 def _cli(argv: list[str]) -> int:
-    from erasablemask.platform import cli_fr
+    """The real `erasablemask` command line, in-process."""
+    from erasablemask.platform.cli import main
 
-    parser = argparse.ArgumentParser(prog="erasablemask")
-    cli_fr.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.handler(args)
+    return main(argv)
 
 
 def test_fr_list_json_describes_every_registered_model(capsys, tmp_path, monkeypatch):
