@@ -102,9 +102,13 @@ def embed_images(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     device = next((t.device for t in model.parameters()), torch.device("cpu"))
-    images = [load_face_image(p, image_size) for p in tqdm(paths, desc="load", disable=not progress)]
-    if model.spec.preprocessing.center_crop == 1.0:  # resize now (same op as forward) so all images batch
-        images = [model.crop_and_resize(im[None])[0] for im in images]
+    # Resize each image on load with the model's own op (forward then skips it), so that all
+    # images batch and only model-sized copies are held in memory.
+    shrink = model.spec.preprocessing.center_crop == 1.0
+    images = []
+    for path in tqdm(paths, desc="load", disable=not progress):
+        im = load_face_image(path, image_size)
+        images.append(model.crop_and_resize(im[None])[0] if shrink else im)
     by_size: dict[tuple[int, int], list[int]] = {}
     for i, im in enumerate(images):
         by_size.setdefault(tuple(im.shape[-2:]), []).append(i)
