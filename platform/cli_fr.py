@@ -156,6 +156,10 @@ def _calibrate(args: argparse.Namespace) -> int:
           f"mean cosine genuine {genuine.mean():.4f}, impostor {impostor.mean():.4f}")
     print(format_table(table, ["FAR", "threshold", "TAR", "actual FAR"]))
     print(f"saved to {path} (used by build('{spec.name}') from now on)")
+    replaced = sorted(set(spec.thresholds) & {r["far"] for r in rows}, reverse=True)
+    if replaced and not spec.threshold_source.startswith("calibrated here"):
+        print(f"note: this replaces the thresholds at FAR {', '.join(f'{f:g}' for f in replaced)} from "
+              f"'{spec.threshold_source}'; delete {path} to restore them")
     return 0
 
 

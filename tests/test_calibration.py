@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -267,6 +268,18 @@ def test_cli_calibrate_then_verify_uses_saved_thresholds(toy_model, toy_photos, 
     assert f"{thr:.6f}" in out and "same person" in out
     assert _cli(verify_args[:3] + [str(images / "id0/0.png"), str(images / "id5/3.png")]) == 0
     assert "different" in capsys.readouterr().out
+
+
+def test_cli_calibrate_says_when_it_replaces_published_thresholds(toy_model, toy_photos, monkeypatch, capsys):
+    images, csv = toy_photos
+    published = dataclasses.replace(registry._SPECS[toy_model], thresholds={0.1: 0.5, 0.01: 0.6},
+                                    threshold_source="published: unit test table")
+    monkeypatch.setitem(registry._SPECS, toy_model, published)
+    assert _cli(["fr", "calibrate", toy_model, "--pairs", str(csv), "--images", str(images), "--far", "0.1"]) == 0
+    assert "replaces the thresholds at FAR 0.1 from 'published: unit test table'" in capsys.readouterr().out
+    spec = get_spec(toy_model)
+    assert spec.thresholds[0.01] == 0.6 and spec.thresholds[0.1] != 0.5  # only FAR 0.1 replaced
+    assert "FAR 0.01: published: unit test table" in spec.threshold_source
 
 
 @pytest.mark.parametrize(
