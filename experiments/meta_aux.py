@@ -209,11 +209,13 @@ def adversarial_loss(
             aux[p] = sum(weights[q] * fr_loss(q, x_prime) for q in names if q != p) / (k - 1)  # Eq. 10
         mean = (torch.stack(list(pri.values())).sum() + torch.stack(list(aux.values())).sum()) / (2 * k)  # Eq. 12
     loss = torch.clamp(mean, min=epsilon)  # Eq. 12: max(·, ε); zero gradient below ε
-    mean_value = float(mean.detach())
+    # One device-to-host copy for every logged value (one sync per step on a GPU).
+    values = torch.stack([mean, *pri.values(), *aux.values()]).detach().double().tolist()
+    mean_value, values = values[0], values[1:]
     return AdvLossResult(
         loss=loss,
-        per_surrogate_pri={name: float(v.detach()) for name, v in pri.items()},
-        per_surrogate_aux={name: float(v.detach()) for name, v in aux.items()},
+        per_surrogate_pri=dict(zip(names, values[:k])),
+        per_surrogate_aux=dict(zip(list(aux), values[k:])),
         mean=mean_value,
         clamped=mean_value < epsilon,
     )

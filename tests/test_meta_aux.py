@@ -256,3 +256,35 @@ def test_make_generate_with_the_real_generator_keeps_bn_stats_and_noise_fixed():
     assert all(p.grad is None for p in model.generator.parameters())  # G stays frozen
     with pytest.raises(ValueError, match="noise_seed"):
         make_generate(model, x, a_b, noise=noise)
+
+
+def _benchmarks():
+    import importlib
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    return importlib.import_module("meta_aux"), importlib.import_module("gpu_check")
+
+
+def test_benchmark_prediction_and_gpu_hours_formulas():
+    bench, gpu = _benchmarks()
+    comp = {"g": 1.0, "r": 0.0, "d": 0.0, "f": {"a": 1.0, "b": 1.0}, "bg": 2.0, "br": 0.0, "bd": 0.0,
+            "bf": {"a": 2.0, "b": 2.0}, "dd": {"a": 4.0, "b": 4.0}}
+    pred = bench.predicted_cost(comp)["measured passes"]
+    # ensemble: G 1 + FR 2 + bwd 2 + 4, plus protect(att_a) 1 + 2 (R, D free here) = 12;
+    # each primary adds inner bwd 2+2, θ' fwd 1+1, its outer bwd 2+2: 10 → 32; meta adds 4+4 → 40.
+    assert pred == {"ensemble": 12.0, "first_order": 32.0, "meta_auxiliary": 40.0}
+    assert gpu.gpu_hours(8, 1.0, 2.0, 3.0) == pytest.approx(3500 * (200 + 200 + 150) / 3600)
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run_times_every_stage(tmp_path):
+    _, gpu = _benchmarks()
+    assert gpu.main(["--dry-run", "--repeats", "1", "--dtypes", "fp32", "--out", str(tmp_path)]) == 0
+    import json
+
+    rows = json.loads((tmp_path / "gpu_check.json").read_text())["rows"]
+    assert [(r["dtype"], r["batch"]) for r in rows] == [("fp32", 2)]
+    for key in ("stage2_ensemble", "stage2_meta_auxiliary", "stage1", "stage3"):
+        assert 0 < rows[0][key]["min_s"] < 120 and rows[0][key]["peak_total_bytes"] > 0
