@@ -50,7 +50,7 @@ def test_stage_on_ray_recovers_from_a_worker_failure_with_the_weights_of_an_unin
 
     before = _ray_processes()
     faulty = load_config("miniworld_demo", TINY + [
-        "compute.fault_injection.stage=1", "compute.fault_injection.step=5",
+        "compute.fault_injection.stage=1", "compute.fault_injection.step=8",  # epoch 2 of 2: resumes from epoch 1's checkpoint
         f"tracking.tracking_uri={mlflow_server}", "tracking.experiment_name=ray-runner-test",
     ])
     outcomes = ray_runner.run(faulty, (1,), run_dir=tmp_path / "ray")
