@@ -3,3 +3,4 @@
 # Each import registers its models with erasablemask.models.fr.registry.
 from erasablemask.models.fr import paper_zoo  # noqa: F401
 from erasablemask.models.fr import real_models  # noqa: F401
+from erasablemask.models.fr import mini_zoo  # noqa: F401

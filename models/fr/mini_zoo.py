@@ -1,0 +1,182 @@
+"""The mini-world FR zoo: tiny models trained here, registered as ``mini_*``.
+
+Six models over four families (``models/fr/mini.py``), two margin heads and
+two seeds, chosen so that a surrogate / black-box split mirrors the paper's
+(surrogates IR152, IRSE50, FaceNet; black-box MobileFace, ArcFace-R100,
+CosFace-R100):
+
+=========================  ===========  ======  =======  ====  =====
+name                       family       margin  input    seed  resize
+=========================  ===========  ======  =======  ====  =====
+``mini_iresnet_arc_s0``    IResNet      ArcFace 64x64    0     bilinear
+``mini_irse_cos_s0``       IR-SE        CosFace 56x56    0     area
+``mini_incept_arc_s0``     Incept-Res   ArcFace 48x48    0     area
+``mini_mobileface_arc_s0`` MobileFace   ArcFace 56x56    0     bilinear
+``mini_iresnet_cos_s1``    IResNet      CosFace 64x64    1     bilinear
+``mini_mobileface_cos_s1`` MobileFace   CosFace 56x56    1     bilinear
+=========================  ===========  ======  =======  ====  =====
+
+Weights (``WeightsSource(kind="trained_here")``) are trained on the
+mini-world identities that are *not* held out and cached by config hash as
+``cache_dir()/mini_fr/<name>-<hash>.safetensors``; thresholds are calibrated
+on the held-out identities. Both happen in
+:mod:`erasablemask.experiments.fr_mini`, which the factory calls lazily when
+``weights`` is ``None`` (so ``build("mini_...")`` trains on demand). This is
+the one place the models layer reaches up to experiments, and only at call
+time, because "trained here" weights have no other source.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from safetensors.torch import load_file
+
+from erasablemask.models.fr.mini import build_mini_backbone
+from erasablemask.models.fr.registry import (
+    RANDOM_INIT,
+    FaceRecognizer,
+    FRSpec,
+    Preprocessing,
+    WeightsSource,
+    get_spec,
+    register,
+)
+
+__all__ = ["MiniRecipe", "MINI_RECIPES", "build_mini_recognizer", "load_mini_weights"]
+
+@dataclass(frozen=True)
+class MiniRecipe:
+    """Everything that determines a mini model's weights, except the world.
+
+    Attributes:
+        family: key of :data:`erasablemask.models.fr.mini.MINI_FAMILIES`.
+        margin: ``arcface`` (additive angular, cos(θ+m)) or ``cosface``
+            (additive cosine, cos θ − m).
+        seed: initialisation, shuffling and augmentation seed.
+        input_size: side the wrapper resizes world images to.
+        resize: interpolation of that resize (``bilinear`` or ``area``).
+        embedding_size: embedding length.
+        scale: logit scale ``s`` of the margin head.
+        margin_value: ``m`` (radians for ArcFace, cosine units for CosFace).
+        epochs: passes over the training identities' images.
+        batch_size: images per step.
+        optimizer: ``adamw`` or ``sgd`` (momentum 0.9, Nesterov).
+        lr: peak learning rate (one-cycle schedule).
+        weight_decay: weight decay.
+    """
+
+    family: str
+    margin: Literal["arcface", "cosface"]
+    seed: int
+    input_size: int
+    resize: str = "bilinear"
+    embedding_size: int = 128
+    scale: float = 16.0
+    margin_value: float = 0.5
+    epochs: int = 16
+    batch_size: int = 64
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = 3e-3
+    weight_decay: float = 5e-4
+
+
+def _arc(**kw) -> MiniRecipe:
+    return MiniRecipe(margin="arcface", margin_value=0.5, **kw)
+
+
+def _cos(**kw) -> MiniRecipe:
+    return MiniRecipe(margin="cosface", margin_value=0.35, **kw)
+
+
+MINI_RECIPES: dict[str, MiniRecipe] = {
+    "mini_iresnet_arc_s0": _arc(family="iresnet", seed=0, input_size=64),
+    "mini_irse_cos_s0": _cos(family="irse", seed=0, input_size=56, resize="area"),
+    "mini_incept_arc_s0": _arc(family="incept", seed=0, input_size=48, resize="area"),
+    "mini_mobileface_arc_s0": _arc(family="mobileface", seed=0, input_size=56),
+    "mini_iresnet_cos_s1": _cos(family="iresnet", seed=1, input_size=64),
+    "mini_mobileface_cos_s1": _cos(family="mobileface", seed=1, input_size=56),
+}
+
+
+def _spec(name: str, recipe: MiniRecipe) -> FRSpec:
+    margin = "ArcFace" if recipe.margin == "arcface" else "CosFace"
+    return FRSpec(
+        name=name,
+        family=f"mini_{recipe.family}",
+        embedding_size=recipe.embedding_size,
+        preprocessing=Preprocessing(size=(recipe.input_size, recipe.input_size), resize=recipe.resize),
+        weights=WeightsSource(
+            kind="trained_here",
+            location=f"$ERASABLEMASK_HOME/mini_fr/{name}-<config hash>.safetensors",
+            note=(
+                f"{margin} (s={recipe.scale:g}, m={recipe.margin_value:g}), seed {recipe.seed}, trained on demand "
+                "on the non-held-out mini-world identities; `erasablemask fr train-mini`"
+            ),
+        ),
+        threshold_source="calibrated on held-out mini-world pairs when trained (`erasablemask fr train-mini`)",
+        role_hint="mini",
+    )
+
+
+def build_mini_recognizer(name: str) -> FaceRecognizer:
+    """The untrained :class:`FaceRecognizer` of mini model ``name`` (random init)."""
+    if name not in MINI_RECIPES:
+        raise KeyError(f"unknown mini FR model '{name}'; available: {', '.join(sorted(MINI_RECIPES))}")
+    r = MINI_RECIPES[name]
+    backbone = build_mini_backbone(r.family, input_size=r.input_size, embedding_size=r.embedding_size)
+    return FaceRecognizer(backbone, get_spec(name))
+
+
+def load_mini_weights(model: FaceRecognizer, path: str | Path) -> FaceRecognizer:
+    """Load a mini model's safetensors file into ``model.backbone`` (strict).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: the file's tensors do not fit the architecture (names the
+            missing/unexpected keys and the fix).
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"weights file for FR model '{model.spec.name}' not found: '{path}'; pass an existing file or "
+            f"weights=None to train/load it from the cache"
+        )
+    state = load_file(str(path))
+    own = model.backbone.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if missing or unexpected or shapes:
+        raise ValueError(
+            f"'{path}' does not fit FR model '{model.spec.name}': missing {missing[:4]}, unexpected "
+            f"{unexpected[:4]}, mis-shaped {shapes[:4]}; it was saved for another architecture — pass that "
+            "model's name, or weights=None to train this one"
+        )
+    with torch.no_grad():
+        model.backbone.load_state_dict(state, strict=True)
+    return model
+
+
+def _make_factory(name: str):
+    def factory(weights: str | Path | None = None) -> FaceRecognizer:
+        model = build_mini_recognizer(name)
+        if isinstance(weights, str) and weights == RANDOM_INIT:
+            return model
+        if weights is None:
+            # Lazy upward call (see module docstring): train/calibrate if not cached.
+            fr_mini = importlib.import_module("erasablemask.experiments.fr_mini")
+            weights = fr_mini.ensure_mini_model(name)
+        return load_mini_weights(model, weights)
+
+    factory.__name__ = f"build_{name}"
+    factory.__doc__ = f"Factory of '{name}': weights=None (cache, trained on demand), 'random' or a path."
+    return factory
+
+
+for _name, _recipe in MINI_RECIPES.items():
+    register(_spec(_name, _recipe))(_make_factory(_name))
