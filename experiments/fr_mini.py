@@ -31,8 +31,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 import tempfile
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Sequence
@@ -41,6 +43,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 from torch import Tensor
+from tqdm import tqdm
 
 from erasablemask.experiments.calibration import DEFAULT_FARS, roc_auc, save_thresholds, thresholds_at_far
 from erasablemask.experiments.data.miniworld import MiniWorld
@@ -239,6 +242,31 @@ def _save_atomic(model: FaceRecognizer, path: Path, metadata: dict[str, str]) ->
         raise
 
 
+def _training_data(world: MiniZooWorld) -> tuple[Tensor, Tensor]:
+    """The FR population's images ``(N, 3, H, W)`` in [-1, 1] and class labels ``(N,)``."""
+    ids = world.train_identities
+    idx = _image_indices(world, ids)
+    pop = population_world(world)
+    label_of = {k: c for c, k in enumerate(ids)}
+    return pop.images(idx), torch.tensor([label_of[i // pop.images_per_identity] for i in idx])
+
+
+def _train_and_save(
+    name: str, world: MiniZooWorld, images: Tensor, labels: Tensor, threads: int | None, progress: bool
+) -> FaceRecognizer:
+    recipe = _recipe(name, world)
+    model, info = train_mini_model(name, images, labels, recipe=recipe, threads=threads, progress=progress)
+    meta = {
+        "name": name,
+        "hash": config_hash(name, world),
+        "recipe": json.dumps(asdict(recipe)),
+        "world": json.dumps(asdict(replace(world, epochs=None))),
+        **{k: str(v) for k, v in info.items()},
+    }
+    _save_atomic(model, mini_weights_path(name, world), meta)
+    return model
+
+
 def ensure_mini_model(
     name: str,
     world: MiniZooWorld | None = None,
@@ -256,26 +284,11 @@ def ensure_mini_model(
     """
     world = world or _ACTIVE["world"]
     threads = threads if threads is not None else _ACTIVE["threads"]
-    recipe = _recipe(name, world)
     path = mini_weights_path(name, world)
     digest = config_hash(name, world)
     model = None
     if not path.is_file():
-        ids = world.train_identities
-        idx = _image_indices(world, ids)
-        pop = population_world(world)
-        images = pop.images(idx)
-        label_of = {k: c for c, k in enumerate(ids)}
-        labels = torch.tensor([label_of[i // pop.images_per_identity] for i in idx])
-        model, info = train_mini_model(name, images, labels, recipe=recipe, threads=threads, progress=progress)
-        meta = {
-            "name": name,
-            "hash": digest,
-            "recipe": json.dumps(asdict(recipe)),
-            "world": json.dumps(asdict(replace(world, epochs=None))),
-            **{k: str(v) for k, v in info.items()},
-        }
-        _save_atomic(model, path, meta)
+        model = _train_and_save(name, world, *_training_data(world), threads, progress)
     calibration = read_calibration(name)
     if calibration is None or calibration.get("weights_hash") != digest:
         if model is None:
@@ -285,11 +298,40 @@ def ensure_mini_model(
     return path
 
 
+_WORKER_DATA: dict[str, Tensor] = {}
+
+
+def _worker_init(images_u8: Tensor, labels: Tensor) -> None:
+    torch.set_num_threads(1)
+    _WORKER_DATA["images"] = images_u8.float().div(127.5).sub(1.0)  # the same floats MiniWorld makes
+    _WORKER_DATA["labels"] = labels
+
+
+def _worker_train(name: str, world: MiniZooWorld) -> str:
+    _train_and_save(name, world, _WORKER_DATA["images"], _WORKER_DATA["labels"], 1, False)
+    return name
+
+
+def _train_in_parallel(names: list[str], world: MiniZooWorld, jobs: int, progress: bool) -> None:
+    """Train ``names`` in ``jobs`` spawned processes of one thread each (the world is rendered once, here)."""
+    images, labels = _training_data(world)
+    images_u8 = images.add(1.0).mul(127.5).round().to(torch.uint8)
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init, initargs=(images_u8, labels)) as pool:
+        futures = [pool.submit(_worker_train, n, world) for n in names]
+        bar = tqdm(total=len(names), desc=f"training mini zoo ({jobs} processes)", unit="model", disable=not progress)
+        for done in as_completed(futures):
+            bar.set_postfix_str(done.result())
+            bar.update(1)
+        bar.close()
+
+
 def ensure_mini_zoo(
     names: Sequence[str] | None = None,
     world: MiniZooWorld | None = None,
     *,
     threads: int | None = None,
+    jobs: int = 1,
     progress: bool = True,
 ) -> dict[str, Path]:
     """Train (if missing) and calibrate mini models on ``world``; make ``world`` the active one.
@@ -298,7 +340,9 @@ def ensure_mini_zoo(
         names: models to ensure (default: every registered ``mini_*``).
         world: the mini-world (default :class:`MiniZooWorld`). Becomes the
             world ``build("mini_...")`` uses in this process.
-        threads: torch threads while training (None: unchanged).
+        threads: torch threads while training in this process (None: unchanged).
+        jobs: models trained at once, each in its own process with one
+            thread (``jobs=2`` on two cores is ~2x faster than ``threads=2``).
         progress: tqdm bars.
 
     Returns:
@@ -311,6 +355,11 @@ def ensure_mini_zoo(
     unknown = [n for n in names if n not in MINI_RECIPES]
     if unknown:
         raise KeyError(f"unknown mini FR model(s) {unknown}; available: {', '.join(sorted(MINI_RECIPES))}")
+    if jobs < 1:
+        raise ValueError(f"jobs={jobs} must be >= 1")
     world = world or MiniZooWorld()
     _ACTIVE["world"], _ACTIVE["threads"] = world, threads
+    missing = [n for n in names if not mini_weights_path(n, world).is_file()]
+    if jobs > 1 and len(missing) > 1:
+        _train_in_parallel(missing, world, min(jobs, len(missing)), progress)
     return {n: ensure_mini_model(n, world, threads=threads, progress=progress) for n in names}

@@ -64,7 +64,7 @@ def zoo_quality(paths: Mapping[str, Path]) -> list[dict]:
 
 
 def pgd_impersonate(
-    model: FaceRecognizer,
+    model: FaceRecognizer | Sequence[FaceRecognizer],
     sources: Tensor,
     targets: Tensor,
     *,
@@ -75,7 +75,7 @@ def pgd_impersonate(
     """L∞ PGD towards ``targets``' embeddings: minimise ``1 − cos(f(x_adv), f(target))``.
 
     Args:
-        model: the white-box FR model.
+        model: the white-box FR model, or several (an ensemble: their losses are averaged).
         sources: ``(N, 3, H, W)`` in [-1, 1], images to perturb.
         targets: ``(N, 3, H, W)`` in [-1, 1], one target image per source.
         eps: L∞ budget in [-1, 1] units (default 16/255, i.e. 8/255 of the [0, 1] range).
@@ -90,13 +90,13 @@ def pgd_impersonate(
     if sources.shape != targets.shape:
         raise ValueError(f"sources {tuple(sources.shape)} and targets {tuple(targets.shape)} must have the same shape")
     step_size = step_size if step_size is not None else 2.5 * eps / steps
-    model.eval()
+    models = [model] if isinstance(model, FaceRecognizer) else list(model)
     with torch.no_grad():
-        goal = model(targets)
+        goals = [m.eval()(targets) for m in models]
     x_adv = sources.clone()
     for _ in range(steps):
         x_adv.requires_grad_(True)
-        loss = (1 - (model(x_adv) * goal).sum(1)).sum()
+        loss = sum((1 - (m(x_adv) * g).sum(1)).sum() for m, g in zip(models, goals)) / len(models)
         (grad,) = torch.autograd.grad(loss, x_adv)
         with torch.no_grad():
             x_adv = x_adv - step_size * grad.sign()

@@ -102,7 +102,7 @@ def test_training_is_deterministic_under_its_seed():
     g = torch.Generator().manual_seed(0)
     images, labels = torch.rand(64, 3, 32, 32, generator=g) * 2 - 1, torch.arange(64) % 4
     recipe = fr_mini._recipe(A, MiniZooWorld(epochs=1))
-    (m1, _), (m2, _) = (fr_mini.train_mini_model(A, images, labels, recipe=recipe, threads=1, progress=False) for _ in "ab")
+    m1, m2 = (fr_mini.train_mini_model(A, images, labels, recipe=recipe, threads=1, progress=False)[0] for _ in "ab")
     assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
     with pytest.raises(ValueError, match=r"\[-1, 1\]"):
         fr_mini.train_mini_model(A, images * 255, labels, recipe=recipe, progress=False)
@@ -124,6 +124,21 @@ def test_cache_by_config_hash_trains_once_and_retrains_on_change(home, monkeypat
     assert read_calibration(A)["weights_hash"] == fr_mini.config_hash(A, changed)  # recalibrated for new weights
     ensure_mini_zoo([A], TINY, threads=1, progress=False)  # back: cached, thresholds follow the weights
     assert calls == [A] and read_calibration(A)["weights_hash"] == fr_mini.config_hash(A, TINY)
+
+
+def test_parallel_training_gives_the_same_weights_as_sequential(tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    monkeypatch.setitem(fr_mini._ACTIVE, "world", TINY)  # restored after the test
+    monkeypatch.setitem(fr_mini._ACTIVE, "threads", None)
+    quick = MiniZooWorld(**{**TINY.__dict__, "epochs": 1})
+    monkeypatch.setenv("ERASABLEMASK_HOME", str(tmp_path / "parallel"))
+    parallel = ensure_mini_zoo([A, B], quick, jobs=2, threads=1, progress=False)
+    monkeypatch.setenv("ERASABLEMASK_HOME", str(tmp_path / "sequential"))
+    sequential = ensure_mini_zoo([A, B], quick, threads=1, progress=False)
+    for name in (A, B):
+        p, s = load_file(str(parallel[name])), load_file(str(sequential[name]))
+        assert sorted(p) == sorted(s) and all(torch.equal(p[k], s[k]) for k in p), name
 
 
 def test_short_trained_models_verify_heldout_identities_well_above_chance(home):
@@ -148,7 +163,8 @@ def test_thresholds_are_calibrated_on_heldout_pairs_and_used_by_build(home):
     assert torch.allclose(model(x), explicit(x))
     assert not torch.allclose(model(x), build(A, weights=RANDOM_INIT)(x), atol=1e-3)
     rows = zoo_quality(home)
-    assert [r["name"] for r in rows] == [A, B] and rows[0]["params"] == sum(p.numel() for p in model.backbone.parameters())
+    assert [r["name"] for r in rows] == [A, B]
+    assert rows[0]["params"] == sum(p.numel() for p in model.backbone.parameters())
     assert rows[0]["tar@0.01"] == cal["tar"][0.01] and rows[0]["train_cpu_seconds"] > 0
 
 
@@ -179,6 +195,10 @@ def test_attack_on_one_model_transfers_only_partly_to_another_family(home):
         assert m[attacked][attacked] >= 0.9, m
         assert m[attacked][other] <= 0.4, m
     assert max(m["clean"].values()) <= 0.4, m
+    both = pgd_impersonate([models[A], models[B]], src, tgt, eps=16 / 255, steps=5)  # an ensemble fools both
+    with torch.no_grad():
+        for n, model in models.items():
+            assert ((model(both) * model(tgt)).sum(1) > model.threshold(0.1)).float().mean() >= 0.75, n
     # The two models' similarity structures differ: their impostor scores are far from one function.
     _, ia = heldout_scores(models[A], TINY)
     _, ib = heldout_scores(models[B], TINY)

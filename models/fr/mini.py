@@ -26,7 +26,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-__all__ = ["TinyIResNet", "TinyIRSE", "TinyMobileFaceNet", "TinyInceptionResNet", "MINI_FAMILIES", "build_mini_backbone"]
+__all__ = [
+    "TinyIResNet",
+    "TinyIRSE",
+    "TinyMobileFaceNet",
+    "TinyInceptionResNet",
+    "MINI_FAMILIES",
+    "build_mini_backbone",
+]
 
 
 def _conv_bn(cin: int, cout: int, k: int = 3, s: int = 1, groups: int = 1, act: str | None = "prelu") -> nn.Sequential:
@@ -77,7 +84,32 @@ class IRBlock(nn.Module):
         return self.res(x) + self.shortcut(x)
 
 
-class TinyIResNet(nn.Module):
+class _StagedIRNet(nn.Module):
+    """Stem (3x3, stride 2), stages of ``block`` (the first of each strided), insightface head."""
+
+    def __init__(
+        self,
+        block: type[nn.Module],
+        *,
+        input_size: int,
+        widths: tuple[int, ...],
+        depths: tuple[int, ...],
+        embedding_size: int,
+        dropout: float,
+    ) -> None:
+        super().__init__()
+        self.stem = _conv_bn(3, widths[0], 3, 2)
+        blocks: list[nn.Module] = []
+        for cin, cout, n in zip(widths[:-1], widths[1:], depths):
+            blocks += [block(cin, cout, 2)] + [block(cout, cout, 1) for _ in range(n - 1)]
+        self.body = nn.Sequential(*blocks)
+        self.head = _flat_head(widths[-1], _out_size(input_size, 1 + len(depths)), embedding_size, dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.body(self.stem(x)))
+
+
+class TinyIResNet(_StagedIRNet):
     """A 3-stage IResNet (stem stride 2, each stage halves the size)."""
 
     def __init__(
@@ -89,16 +121,9 @@ class TinyIResNet(nn.Module):
         embedding_size: int = 128,
         dropout: float = 0.0,
     ) -> None:
-        super().__init__()
-        self.stem = _conv_bn(3, widths[0], 3, 2)
-        blocks: list[nn.Module] = []
-        for cin, cout, n in zip(widths[:-1], widths[1:], depths):
-            blocks += [IRBlock(cin, cout, 2)] + [IRBlock(cout, cout, 1) for _ in range(n - 1)]
-        self.body = nn.Sequential(*blocks)
-        self.head = _flat_head(widths[-1], _out_size(input_size, 1 + len(depths)), embedding_size, dropout)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.body(self.stem(x)))
+        super().__init__(
+            IRBlock, input_size=input_size, widths=widths, depths=depths, embedding_size=embedding_size, dropout=dropout
+        )
 
 
 # --------------------------------------------------------------------------- IR-SE
@@ -142,7 +167,7 @@ class IRSEBlock(nn.Module):
         return self.res(x) + self.shortcut(x)
 
 
-class TinyIRSE(nn.Module):
+class TinyIRSE(_StagedIRNet):
     """A 3-stage IR-SE net; each stage is one strided block and ``depth - 1`` plain ones."""
 
     def __init__(
@@ -154,16 +179,9 @@ class TinyIRSE(nn.Module):
         embedding_size: int = 128,
         dropout: float = 0.0,
     ) -> None:
-        super().__init__()
-        self.stem = _conv_bn(3, widths[0], 3, 2)
-        blocks: list[nn.Module] = []
-        for cin, cout, n in zip(widths[:-1], widths[1:], depths):
-            blocks += [IRSEBlock(cin, cout, 2)] + [IRSEBlock(cout, cout, 1) for _ in range(n - 1)]
-        self.body = nn.Sequential(*blocks)
-        self.head = _flat_head(widths[-1], _out_size(input_size, 1 + len(depths)), embedding_size, dropout)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.body(self.stem(x)))
+        super().__init__(
+            IRSEBlock, input_size=input_size, widths=widths, depths=depths, embedding_size=embedding_size, dropout=dropout
+        )
 
 
 # --------------------------------------------------------------------------- MobileFaceNet
@@ -196,8 +214,8 @@ class TinyMobileFaceNet(nn.Module):
         self,
         *,
         input_size: int = 64,
-        stem: int = 32,
-        setting: tuple[tuple[int, int, int, int], ...] = ((2, 32, 2, 2), (4, 48, 1, 2), (2, 48, 2, 1), (4, 64, 1, 2)),
+        stem: int = 16,
+        setting: tuple[tuple[int, int, int, int], ...] = ((2, 24, 1, 2), (4, 48, 1, 2), (2, 48, 1, 1), (4, 64, 1, 2)),
         head_channels: int = 256,
         embedding_size: int = 128,
     ) -> None:
@@ -215,7 +233,9 @@ class TinyMobileFaceNet(nn.Module):
         # GDC: a linear depthwise conv over the whole k x k map, then a linear 1x1 projection.
         self.gdc = _conv_bn(head_channels, head_channels, k, 1, groups=head_channels, act=None)
         self.gdc[0].padding = (0, 0)
-        self.project = nn.Sequential(nn.Conv2d(head_channels, embedding_size, 1, bias=False), nn.BatchNorm2d(embedding_size))
+        self.project = nn.Sequential(
+            nn.Conv2d(head_channels, embedding_size, 1, bias=False), nn.BatchNorm2d(embedding_size)
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return self.project(self.gdc(self.features(x))).flatten(1)
