@@ -19,8 +19,9 @@ world's first ``n`` identities are exactly the world's.
 Thresholds are calibrated on the held-out identities ``[n - heldout, n)``,
 which no mini model sees, using every image of theirs (not only val/test:
 the default world's held-out val/test images give 448 impostor pairs, too
-few for FAR 0.01; all 192 give 16,128). The record stores the weights hash,
-so thresholds are redone whenever the weights in use change.
+few for FAR 0.01; all 192 give 16,128). The record stores the sha256 of the
+weights file, so thresholds are redone whenever the file in use changes; a
+lock file per weights file keeps two processes from training one model twice.
 
 Which world :func:`ensure_mini_model` (and so ``build("mini_...")``) uses is
 the one last passed to :func:`ensure_mini_zoo` in this process, else the
@@ -29,15 +30,17 @@ default :class:`MiniZooWorld`.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import multiprocessing
 import os
 import tempfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -201,12 +204,15 @@ def calibrate_mini_model(
     world: MiniZooWorld,
     *,
     weights_hash: str,
+    weights_sha256: str | None = None,
     fars: Sequence[float] = DEFAULT_FARS,
 ) -> list[dict]:
     """Calibrate ``name`` on the held-out identities of ``world`` and save the thresholds.
 
     FARs with fewer than 10 expected false accepts on this world's impostor
-    pairs are skipped (a small test world cannot support FAR 0.001).
+    pairs are skipped (a small test world cannot support FAR 0.001). The
+    record keeps ``weights_hash`` (config hash) and ``weights_sha256`` (the
+    weights file's digest), so that thresholds are redone when the file changes.
 
     Returns:
         The rows of :func:`~erasablemask.experiments.calibration.thresholds_at_far`.
@@ -224,7 +230,7 @@ def calibrate_mini_model(
         f"mini-world seed {w.seed} ({w.n_identities} ids x {w.images_per_identity} imgs, {w.image_size}px), "
         f"held-out identities {w.heldout[0]}-{w.heldout[-1]}, all images; weights {weights_hash}"
     )
-    extra = {"weights_hash": weights_hash, "auc": roc_auc(genuine, impostor)}
+    extra = {"weights_hash": weights_hash, "weights_sha256": weights_sha256, "auc": roc_auc(genuine, impostor)}
     save_thresholds(name, rows, source, n_genuine=int(genuine.size), n_impostor=int(impostor.size), extra=extra)
     return rows
 
@@ -251,20 +257,40 @@ def _training_data(world: MiniZooWorld) -> tuple[Tensor, Tensor]:
     return pop.images(idx), torch.tensor([label_of[i // pop.images_per_identity] for i in idx])
 
 
+@contextmanager
+def _training_lock(path: Path) -> Iterator[None]:
+    """Exclusive lock per weights file, so that two processes never train the same model at once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def _train_and_save(
-    name: str, world: MiniZooWorld, images: Tensor, labels: Tensor, threads: int | None, progress: bool
-) -> FaceRecognizer:
-    recipe = _recipe(name, world)
-    model, info = train_mini_model(name, images, labels, recipe=recipe, threads=threads, progress=progress)
-    meta = {
-        "name": name,
-        "hash": config_hash(name, world),
-        "recipe": json.dumps(asdict(recipe)),
-        "world": json.dumps(asdict(replace(world, epochs=None))),
-        **{k: str(v) for k, v in info.items()},
-    }
-    _save_atomic(model, mini_weights_path(name, world), meta)
-    return model
+    name: str, world: MiniZooWorld, data: Callable[[], tuple[Tensor, Tensor]], threads: int | None, progress: bool
+) -> None:
+    """Train ``name`` on ``data()`` and save it, unless its weights file exists (checked under the lock)."""
+    path = mini_weights_path(name, world)
+    with _training_lock(path):
+        if path.is_file():  # another process trained it while we waited
+            return
+        recipe = _recipe(name, world)
+        model, info = train_mini_model(name, *data(), recipe=recipe, threads=threads, progress=progress)
+        meta = {
+            "name": name,
+            "hash": config_hash(name, world),
+            "recipe": json.dumps(asdict(recipe)),
+            "world": json.dumps(asdict(replace(world, epochs=None))),
+            **{k: str(v) for k, v in info.items()},
+        }
+        _save_atomic(model, path, meta)
 
 
 def ensure_mini_model(
@@ -276,8 +302,9 @@ def ensure_mini_model(
 ) -> Path:
     """Weights of ``name`` for ``world`` (default: the active one), training and calibrating if needed.
 
-    Trains when ``mini_weights_path(name, world)`` is missing; (re)calibrates
-    when the saved thresholds are not those of these weights.
+    Trains when ``mini_weights_path(name, world)`` is missing (one process at
+    a time per file); (re)calibrates when the saved thresholds were not
+    computed from this exact file (sha256).
 
     Returns:
         The safetensors path.
@@ -285,16 +312,14 @@ def ensure_mini_model(
     world = world or _ACTIVE["world"]
     threads = threads if threads is not None else _ACTIVE["threads"]
     path = mini_weights_path(name, world)
-    digest = config_hash(name, world)
-    model = None
     if not path.is_file():
-        model = _train_and_save(name, world, *_training_data(world), threads, progress)
+        _train_and_save(name, world, lambda: _training_data(world), threads, progress)
+    sha = _file_sha256(path)
     calibration = read_calibration(name)
-    if calibration is None or calibration.get("weights_hash") != digest:
-        if model is None:
-            model = load_mini_weights(build_mini_recognizer(name), path)
+    if calibration is None or calibration.get("weights_sha256") != sha:
+        model = load_mini_weights(build_mini_recognizer(name), path)
         with torch_threads(threads):
-            calibrate_mini_model(name, model.eval(), world, weights_hash=digest)
+            calibrate_mini_model(name, model, world, weights_hash=config_hash(name, world), weights_sha256=sha)
     return path
 
 
@@ -308,7 +333,7 @@ def _worker_init(images_u8: Tensor, labels: Tensor) -> None:
 
 
 def _worker_train(name: str, world: MiniZooWorld) -> str:
-    _train_and_save(name, world, _WORKER_DATA["images"], _WORKER_DATA["labels"], 1, False)
+    _train_and_save(name, world, lambda: (_WORKER_DATA["images"], _WORKER_DATA["labels"]), 1, False)
     return name
 
 

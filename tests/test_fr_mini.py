@@ -141,6 +141,28 @@ def test_parallel_training_gives_the_same_weights_as_sequential(tmp_path, monkey
         assert sorted(p) == sorted(s) and all(torch.equal(p[k], s[k]) for k in p), name
 
 
+def test_thresholds_follow_the_weights_file_when_another_process_replaces_it(home, monkeypatch):
+    from safetensors.torch import load_file, save_file
+
+    cal = read_calibration(B)
+    state = load_file(str(home[B]))
+    original = home[B].read_bytes()
+    monkeypatch.setattr(fr_mini, "train_mini_model", lambda *a, **k: pytest.fail("must not retrain"))
+    try:
+        # Another training run's (different) weights under the same config hash:
+        w = state["project.0.weight"]
+        w += 0.5 * w.std() * torch.randn(w.shape, generator=torch.Generator().manual_seed(0))
+        save_file(state, str(home[B]))
+        ensure_mini_zoo([B], TINY, threads=1, progress=False)
+        new = read_calibration(B)
+        assert new["weights_sha256"] != cal["weights_sha256"] and new["weights_hash"] == cal["weights_hash"]
+        assert new["thresholds"] != cal["thresholds"]
+    finally:
+        home[B].write_bytes(original)
+        ensure_mini_zoo([B], TINY, threads=1, progress=False)
+    assert read_calibration(B)["thresholds"] == cal["thresholds"]
+
+
 def test_short_trained_models_verify_heldout_identities_well_above_chance(home):
     for name in (A, B):
         genuine, impostor = heldout_scores(build(name), TINY)

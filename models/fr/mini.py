@@ -215,7 +215,12 @@ class TinyMobileFaceNet(nn.Module):
         *,
         input_size: int = 64,
         stem: int = 16,
-        setting: tuple[tuple[int, int, int, int], ...] = ((2, 24, 1, 2), (4, 48, 1, 2), (2, 48, 1, 1), (4, 64, 1, 2)),
+        setting: tuple[tuple[int, int, int, int], ...] = (
+            (2, 24, 1, 2),
+            (4, 48, 1, 2),
+            (2, 48, 1, 1),
+            (4, 64, 1, 2),
+        ),
         head_channels: int = 256,
         embedding_size: int = 128,
     ) -> None:
