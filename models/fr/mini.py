@@ -121,9 +121,8 @@ class TinyIResNet(_StagedIRNet):
         embedding_size: int = 128,
         dropout: float = 0.0,
     ) -> None:
-        super().__init__(
-            IRBlock, input_size=input_size, widths=widths, depths=depths, embedding_size=embedding_size, dropout=dropout
-        )
+        kw = dict(input_size=input_size, widths=widths, depths=depths, embedding_size=embedding_size, dropout=dropout)
+        super().__init__(IRBlock, **kw)
 
 
 # --------------------------------------------------------------------------- IR-SE
@@ -179,9 +178,8 @@ class TinyIRSE(_StagedIRNet):
         embedding_size: int = 128,
         dropout: float = 0.0,
     ) -> None:
-        super().__init__(
-            IRSEBlock, input_size=input_size, widths=widths, depths=depths, embedding_size=embedding_size, dropout=dropout
-        )
+        kw = dict(input_size=input_size, widths=widths, depths=depths, embedding_size=embedding_size, dropout=dropout)
+        super().__init__(IRSEBlock, **kw)
 
 
 # --------------------------------------------------------------------------- MobileFaceNet
