@@ -49,7 +49,7 @@ def _demo(args: argparse.Namespace) -> int:
     from erasablemask.models.fr import get_spec
 
     names = list(cfg.attack.surrogates) + list(cfg.attack.black_box)
-    ensure_mini_zoo(names, zoo_world(cfg), threads=args.threads or None)
+    ensure_mini_zoo(names, zoo_world(cfg), threads=args.threads or None, jobs=args.jobs)
     for name in names:
         role = "surrogate" if name in cfg.attack.surrogates else "black-box"
         thr = get_spec(name).thresholds
@@ -108,4 +108,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--run-dir", default=None, help="output folder (default: runs/demo-<config digest>)")
     p.add_argument("--address", default=None, help="Ray cluster to join (default: a local instance)")
     p.add_argument("--threads", type=int, default=0, help="torch threads for the mini FR training (0: default)")
+    p.add_argument("--jobs", type=int, default=2, help="mini FR models trained in parallel (default 2: one per core)")
     p.set_defaults(handler=_demo)
