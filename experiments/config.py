@@ -100,6 +100,10 @@ class ProtectionConfig(_Strict):
     # A trusted authority sees only x_adv: the restorer gets a neutral (all
     # zero) attribute code by default; "source" is the oracle upper bound.
     restorer_attribute_input: Literal["neutral", "source", "target"] = "neutral"
+    # BatchNorm of E_adv in stage 2 (not in the paper): "batch" (a trainable
+    # module in train mode normalises with batch statistics) or "frozen" (the
+    # running statistics copied from G_enc are kept, so training and use match).
+    perturbation_bn: Literal["batch", "frozen"] = "batch"
 
 
 class AdamConfig(_Strict):
@@ -171,6 +175,12 @@ class TargetConfig(_Strict):
 
     mode: Literal["miniworld_heldout", "images"] = "miniworld_heldout"
     count: PosInt = 1
+    # miniworld_heldout only. "seeded": identities drawn with a seed derived
+    # from cfg.seed, each one's first train-split image. "typical": the
+    # attacker's choice with white-box knowledge only — the held-out identities
+    # whose train-split images the surrogates verify most consistently, and each
+    # one's most typical train image (experiments/targets.py).
+    selection: Literal["seeded", "typical"] = "seeded"
     train_images: list[Path] = Field(default_factory=list)
     eval_images: list[Path] = Field(default_factory=list)
 

@@ -18,9 +18,13 @@ restored faces, to another image of the source identity. Rates
 ``evaluation.asr_far``; ESR (Eq. 18, literal) at τ2 = threshold at
 ``evaluation.esr_far``; identity restoration at the FAR-0.01 threshold
 (``IDR_FAR``). Metric keys: ``asr/<model>`` (none) and ``asr@<t>/<model>``,
-``esr...``, ``idr...``, ``asr_clean/<model>``, ``asr_attr_only/<model>``,
+``esr...``, ``esr_unrestored...`` (Eq. 18 on the protected face without R),
+``idr...``, ``asr_clean/<model>``, ``asr_attr_only/<model>``,
 ``idr_clean/<model>`` (clean pairs of the source identity: the ceiling for
-identity restoration), and means over ``surrogates`` and ``black_box``.
+identity restoration), ``target_pair_cos/<model>`` and
+``target_pair_verified/<model>`` (the target's training photo against its
+evaluation photo: whether impersonating the training photo can succeed at
+all), and means over ``surrogates`` and ``black_box``.
 """
 
 from __future__ import annotations
@@ -114,6 +118,10 @@ class ProtectionValidator:
         self.batches = evaluation_batches(cfg, split, max_images)
         with torch.no_grad():
             self.target_emb = {m: fr(targets.eval_images.to(self.device)) for m, fr in models.items()}
+            # The ceiling the protocol sets: does the target's training photo itself verify against its
+            # evaluation photo? (Mean over targets of the cosine, and of the decision at τ1.)
+            self.target_pair = {m: cosine(fr(targets.train_images.to(self.device)), self.target_emb[m])
+                                for m, fr in models.items()}
             self.clean = ScoreTally()
             for b in self.batches:
                 x = b.x.to(self.device)
@@ -171,12 +179,16 @@ class ProtectionValidator:
             tau = self.tau[m]
             out[f"asr_clean/{m}"] = tally.rate_above(m, "clean", tau["asr"])
             out[f"asr_attr_only/{m}"] = tally.rate_above(m, "attr_only", tau["asr"])
+            out[f"target_pair_cos/{m}"] = float(self.target_pair[m].mean())
+            out[f"target_pair_verified/{m}"] = float((self.target_pair[m] > tau["asr"]).float().mean())
             if has_source:
                 out[f"idr_clean/{m}"] = tally.rate_above(m, "clean_source", tau["idr"])
             for t in transforms:
                 sfx = "" if t == "none" else f"@{t}"
                 out[f"asr{sfx}/{m}"] = tally.rate_above(m, f"protected@{t}", tau["asr"])
                 out[f"esr{sfx}/{m}"] = tally.rate_below(m, f"restored_target@{t}", tau["esr"])
+                # Eq. 18 on the protected face itself, without R: what erasion has to improve on.
+                out[f"esr_unrestored{sfx}/{m}"] = tally.rate_below(m, f"protected@{t}", tau["esr"])
                 if has_source:
                     out[f"idr{sfx}/{m}"] = tally.rate_above(m, f"restored_source@{t}", tau["idr"])
                 out[f"cos{sfx}/{m}"] = tally.mean(m, f"protected@{t}")

@@ -13,11 +13,12 @@ Per batch, with ``att_b`` sampled as in stage 1:
 - ``L_era`` (Eq. 13): ``R(noised x_adv)`` against ``x``;
 - ``L_perb`` (Eq. 8): un-noised ``x_adv`` against ``x_cov^{att_b}``;
 - ``L_att^G``, ``L_G`` (Eq. 3-4): D on the un-noised ``x_adv`` with ``att_b``;
-- ``L_rec`` (Eq. 5): G is frozen, so Eq. 5 on G alone has no gradient. Our
-  reading: the *perturbed* generator must still reconstruct the source when
-  asked for the source attributes, ``‖G_dec(z_adv(x), att_a) − x‖₁`` (Eq. 5
-  with the fused encoder of Eq. 6 in place of G_enc). Option
-  ``STAGE2_OPTIONS["rec_on"] = "none"`` drops the term.
+- ``L_rec`` (Eq. 5): computed as written, ``‖G_dec(G_enc(x), att_a) − x‖₁`` on
+  the frozen G: a constant that carries no gradient (Eq. 15 lists it; G is
+  fixed in stage 2), logged only. ``STAGE2_OPTIONS["rec_on"]`` offers
+  ``"adversarial_att_a"`` — our alternative reading, Eq. 5 with the fused
+  encoder of Eq. 6 in place of G_enc, ``‖G_dec(z_adv(x), att_a) − x‖₁``, which
+  constrains E_adv — and ``"none"``.
 
 One step of Adam on E_adv and R together (a single optimiser over both).
 D keeps training on ``L_D + λ_att_D L_att^D`` with x_adv as the fake
@@ -54,7 +55,7 @@ from erasablemask.experiments.targets import build_targets, target_index_for
 __all__ = ["STAGE2_OPTIONS", "Stage2Trainer", "restorer_code", "load_protection_models"]
 
 # Choices the paper leaves open in stage 2 (module docstring); not config fields (yet).
-STAGE2_OPTIONS: dict[str, Any] = {"rec_on": "adversarial_att_a", "train_discriminator": True}
+STAGE2_OPTIONS: dict[str, Any] = {"rec_on": "frozen_generator", "train_discriminator": True}
 
 
 def restorer_code(restorer_input: str, a_a: torch.Tensor, a_b: torch.Tensor) -> torch.Tensor | None:
@@ -123,10 +124,17 @@ class Stage2Trainer:
             self.weights.record_batch(name, value, n=x.shape[0])
         x_rec = self.restorer_step(x_noised, restorer_code(cfg.protection.restorer_attribute_input, a_a, a_b))
         f_g, f_att = self.D_step(x_adv)
-        if STAGE2_OPTIONS["rec_on"] == "adversarial_att_a":
+        rec_on = STAGE2_OPTIONS["rec_on"]
+        if rec_on == "adversarial_att_a":
             l_rec = reconstruction_loss(self.protector_step(x, a_a)[0], x)
-        else:
+        elif rec_on == "frozen_generator":
+            with torch.no_grad():
+                l_rec = reconstruction_loss(self.protector.generator(x, a_a), x)
+        elif rec_on == "none":
             l_rec = x.new_zeros(())
+        else:
+            raise ValueError(f"STAGE2_OPTIONS['rec_on']={rec_on!r}; use 'frozen_generator', "
+                             f"'adversarial_att_a' or 'none'")
         total, logs = stage2_loss(
             l_att=attribute_loss(f_att, att_b), l_rec=l_rec, l_G=generator_gan_loss(f_g, kind=cfg.stage1.gan_loss),
             l_adv=adv.loss,

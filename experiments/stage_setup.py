@@ -127,10 +127,10 @@ def build_discriminator(cfg: ErasableMaskConfig) -> AttGANDiscriminator:
 
 
 def build_protection(cfg: ErasableMaskConfig, generator: AttGANGenerator) -> ErasableMaskGenerator:
-    """E_adv (initialised from G_enc) around the frozen ``generator`` (β, γ from ``protection``)."""
+    """E_adv (initialised from G_enc) around the frozen ``generator`` (β, γ, BN mode from ``protection``)."""
     p = cfg.protection
     return ErasableMaskGenerator(generator, beta=p.beta, gamma=p.gamma, gamma_weights=p.gamma_weights,
-                                 inject=p.inject)
+                                 inject=p.inject, perturbation_bn=p.perturbation_bn)
 
 
 def build_restorer(cfg: ErasableMaskConfig, generator: AttGANGenerator) -> Restorer:

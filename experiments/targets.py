@@ -6,9 +6,18 @@ identity, so success means "verified as the target person", not "close to
 one picture".
 
 - ``mode="miniworld_heldout"``: ``count`` held-out mini-world identities
-  (never seen by the generator or the mini FR models), chosen with a seed
-  derived from ``cfg.seed``; the training image is the identity's first
-  'train'-split image and the evaluation image its first 'test'-split image.
+  (never seen by the generator or the mini FR models); the evaluation image
+  is the identity's first 'test'-split image. ``selection="seeded"``: the
+  identities are drawn with a seed derived from ``cfg.seed`` and the training
+  image is each one's first 'train'-split image. ``selection="typical"``: the
+  attacker chooses with white-box knowledge only (the surrogates and the
+  targets' train-split images, never a test image or a black-box model): the
+  identities whose train images the surrogates verify most consistently
+  (mean pairwise cosine minus the FAR-``asr_far`` threshold, averaged over
+  surrogates) and, for each, the train image with the highest mean cosine to
+  the identity's other train images. A target photo that does not look like
+  its owner caps ASR (success is judged against *another* photo): on the
+  mini-world the seeded choice can draw such a target.
 - ``mode="images"``: ``train_images[k]`` / ``eval_images[k]`` (paths), one pair per target.
 
 Several targets: the generator is not conditioned on the target, so a model
@@ -88,19 +97,46 @@ def build_targets(cfg: ErasableMaskConfig) -> ImpersonationTargets:
         if t.count > len(pool):
             raise ValueError(f"attack.target.count={t.count} but only {len(pool)} held-out identities exist; "
                              f"lower the count or raise data.miniworld.heldout_identities")
-        rng = np.random.default_rng(derive_seed(cfg.seed, "targets"))
-        chosen = sorted(int(k) for k in rng.choice(pool, size=t.count, replace=False))
         world = build_world(cfg)
-        train_idx, eval_idx = [], []
-        for k in chosen:
-            tr, te = world.indices("train", [k]), world.indices("test", [k])
-            if not tr or not te:
+        for k in pool:
+            if not world.indices("train", [k]) or not world.indices("test", [k]):
                 raise ValueError(f"held-out identity {k} lacks a train or test image; raise "
                                  f"data.miniworld.images_per_identity")
-            train_idx.append(tr[0])
-            eval_idx.append(te[0])
+        if t.selection == "typical":
+            chosen, train_idx = _typical(cfg, world, pool, t.count)
+        else:
+            rng = np.random.default_rng(derive_seed(cfg.seed, "targets"))
+            chosen = sorted(int(k) for k in rng.choice(pool, size=t.count, replace=False))
+            train_idx = [world.indices("train", [k])[0] for k in chosen]
+        eval_idx = [world.indices("test", [k])[0] for k in chosen]
         train, evals = world.images(train_idx), world.images(eval_idx)
         names = [f"miniworld:id{k}" for k in chosen]
     check_image_range(train, "target training images")
     check_image_range(evals, "target evaluation images")
     return ImpersonationTargets(train_images=train, eval_images=evals, names=names)
+
+
+@torch.no_grad()
+def _typical(cfg: ErasableMaskConfig, world, pool: list[int], count: int) -> tuple[list[int], list[int]]:
+    """``selection="typical"``: identities and train images ranked with the surrogates on train-split images."""
+    from erasablemask.experiments.stage_setup import build_fr_models
+
+    surrogates = build_fr_models(cfg, list(cfg.attack.surrogates), progress=False)
+    scores, best_image = {}, {}
+    for k in pool:
+        idx = world.indices("train", [k])
+        if len(idx) < 2:
+            raise ValueError(f"selection='typical' needs >= 2 train images of held-out identity {k}")
+        images = world.images(idx)
+        per_image = torch.zeros(len(idx))
+        margin = 0.0
+        for fr in surrogates.values():
+            emb = fr(images)
+            sims = emb @ emb.T
+            mean_others = (sims.sum(1) - sims.diag()) / (len(idx) - 1)
+            per_image += mean_others / len(surrogates)
+            margin += (float(mean_others.mean()) - fr.threshold(cfg.evaluation.asr_far)) / len(surrogates)
+        scores[k] = margin
+        best_image[k] = idx[int(per_image.argmax())]
+    chosen = sorted(sorted(pool, key=lambda k: -scores[k])[:count])
+    return chosen, [best_image[k] for k in chosen]

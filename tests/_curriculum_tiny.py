@@ -13,7 +13,6 @@ from typing import Iterator
 
 import torch
 
-import erasablemask.models.fr.mini_zoo  # noqa: F401  (registers mini_* even before zoo.py imports it)
 from erasablemask.experiments.config import ErasableMaskConfig, load_config
 
 SURROGATES = ["mini_iresnet_arc_s0", "mini_incept_arc_s0"]  # two: the meta-auxiliary attack's minimum
