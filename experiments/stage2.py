@@ -41,11 +41,11 @@ from erasablemask.experiments.config import ErasableMaskConfig
 from erasablemask.experiments.context import StageContext
 from erasablemask.experiments.evaluate import ProtectionValidator
 from erasablemask.experiments.losses import (
-    AdaptiveWeights, attribute_loss, discriminator_loss, erasion_loss, generator_gan_loss, perturbation_loss,
-    reconstruction_loss, stage2_loss,
+    AdaptiveWeights, attribute_loss, erasion_loss, generator_gan_loss, perturbation_loss, reconstruction_loss,
+    stage2_loss,
 )
 from erasablemask.experiments.meta_aux import TargetEmbeddings, adversarial_loss, make_generate
-from erasablemask.experiments.stage1 import adam
+from erasablemask.experiments.stage1 import adam, discriminator_step
 from erasablemask.experiments.stage_setup import (
     build_discriminator, build_fr_models, build_generator, build_noise_pool, build_protection, build_restorer,
     code_attributes, sample_att_b, split_dataset,
@@ -154,16 +154,8 @@ class Stage2Trainer:
         return logs
 
     def _d_step(self, x: torch.Tensor, x_fake: torch.Tensor, att_a: torch.Tensor) -> dict[str, float]:
-        n = x.shape[0]
-        d_g, d_att = self.D_step(torch.cat([x, x_fake]))
-        l_D = discriminator_loss(d_g[:n], d_g[n:], kind=self.cfg.stage1.gan_loss)
-        l_att_D = attribute_loss(d_att[:n], att_a)
-        total = l_D + self.cfg.stage1.lambda_att_D * l_att_D
-        opt = self.optimizers["discriminator"]
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        opt.step()
-        return {"D/L_D": float(l_D.detach()), "D/L_att_D": float(l_att_D.detach())}
+        return discriminator_step(self.D_step, self.optimizers["discriminator"], x, x_fake, att_a,
+                                  self.cfg.stage1, self.rng)
 
     def end_epoch(self, epoch: int) -> dict[str, float]:
         means = self.weights.end_epoch()  # Eq. 11's Mean(L_FR_i{t})

@@ -119,3 +119,21 @@ def test_cli_in_process_runs_all_stages_writes_metrics_and_evaluates(zoo, tmp_pa
     assert 0.0 <= metrics["attr/clf_protected_edited"] <= 1.0
     assert metrics["attr/clf_clean_all"] > 0.5  # the separate classifier reads clean attributes
     assert report["n_images"] == 12  # 6 source identities x 2 test images
+
+
+@pytest.mark.parametrize("method", ["ensemble", "first_order"])
+def test_stage2_runs_with_the_ablation_attacks(stage1_final: Path, tmp_path: Path, method: str):
+    cfg = tiny_config(f"attack.method={method}", "stage2.epochs=1")
+    result = run_stage(cfg, 2, in_process_context(tmp_path, 2, progress=False, max_steps_per_epoch=1),
+                       inputs=stage1_final)
+    t = state_tensors(result.final_checkpoint)
+    assert not torch.equal(t["models:protector.perturbation_encoder.enc_layers.0.layers.0.weight"],
+                           t["models:generator.enc_layers.0.layers.0.weight"])
+    assert all(f"val/asr/{m}" in result.history[-1] for m in SURROGATES + BLACK_BOX)
+
+
+def test_stage1_wgan_gp_option_adds_the_gradient_penalty(zoo, tmp_path: Path):
+    cfg = tiny_config("stage1.gan_loss=wgan_gp", "stage1.epochs=1")
+    result = run_stage(cfg, 1, in_process_context(tmp_path, 1, progress=False, max_steps_per_epoch=1))
+    assert result.history[-1]["train/D/L_gp"] >= 0.0
+    assert "train/G/L_total" in result.history[-1]
