@@ -29,7 +29,7 @@ def _step(n: int, text: str, t0: float) -> None:
 def _demo(args: argparse.Namespace) -> int:
     from erasablemask.experiments.config import dump_config, load_config
     from erasablemask.experiments.stage_setup import build_world, zoo_world
-    from erasablemask.platform.cli_train import _summary_lines, _write_atomic
+    from erasablemask.platform.cli_train import summary_lines, write_text_atomic
 
     t0 = time.perf_counter()
     cfg = load_config(args.config or DEMO_CONFIG, args.overrides)
@@ -37,7 +37,7 @@ def _demo(args: argparse.Namespace) -> int:
         raise ValueError(f"the demo runs on the mini-world; got data.kind='{cfg.data.kind}' (use `train` instead)")
     run_dir = Path(args.run_dir or Path(cfg.tracking.run_dir) / f"demo-{cfg.digest()}").resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(run_dir / "config.yaml", dump_config(cfg))
+    write_text_atomic(run_dir / "config.yaml", dump_config(cfg))
     print(f"erasablemask demo: run dir {run_dir} (config digest {cfg.digest()})")
 
     _step(1, "mini-world", t0)
@@ -66,14 +66,14 @@ def _demo(args: argparse.Namespace) -> int:
     from erasablemask.experiments.visualize import protection_grid
 
     report = evaluate_checkpoint(cfg, final)
-    _write_atomic(run_dir / "evaluation.json", json.dumps(report, indent=2, sort_keys=True))
+    write_text_atomic(run_dir / "evaluation.json", json.dumps(report, indent=2, sort_keys=True))
     grid = run_dir / "protection_grid.png"
     protection_grid(cfg, final).save(grid)
     mlflow_info = json.loads((run_dir / "mlflow.json").read_text())
     _log_evaluation(mlflow_info, report, grid, run_dir / "evaluation.json")
     print(f"  {report['n_images']} test images, target(s) {report['targets']}; rates in % "
           f"(ASR at FAR {cfg.evaluation.asr_far:g}, ESR at FAR {cfg.evaluation.esr_far:g}):")
-    print("\n".join(_summary_lines(report["metrics"], cfg, prefix="")))
+    print("\n".join(summary_lines(report["metrics"], cfg, prefix="")))
 
     _step(5, "results", t0)
     print(f"  evaluation      {run_dir / 'evaluation.json'}")

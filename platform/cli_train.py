@@ -20,7 +20,7 @@ from pathlib import Path
 from erasablemask.experiments.config import ErasableMaskConfig, dump_config, load_config
 from erasablemask.platform.cli_config import add_config_arguments
 
-__all__ = ["register", "parse_stages", "default_run_dir"]
+__all__ = ["register", "parse_stages", "default_run_dir", "summary_lines", "write_text_atomic"]
 
 
 def parse_stages(value: str) -> tuple[int, ...]:
@@ -44,7 +44,7 @@ def default_run_dir(cfg: ErasableMaskConfig) -> Path:
     return Path(cfg.tracking.run_dir) / cfg.digest()
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w") as fh:
@@ -52,7 +52,7 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _summary_lines(metrics: dict, cfg: ErasableMaskConfig, prefix: str = "val/") -> list[str]:
+def summary_lines(metrics: dict, cfg: ErasableMaskConfig, prefix: str = "val/") -> list[str]:
     lines = []
     for role, names in (("surrogate", cfg.attack.surrogates), ("black-box", cfg.attack.black_box)):
         for m in names:
@@ -71,7 +71,7 @@ def _train(args: argparse.Namespace) -> int:
     stages = parse_stages(args.stage)
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(run_dir / "config.yaml", dump_config(cfg))
+    write_text_atomic(run_dir / "config.yaml", dump_config(cfg))
     inputs = Path(args.inputs) if args.inputs else None
     resume = Path(args.resume) if args.resume else None
     for flag, path in (("--inputs", inputs), ("--resume", resume)):
@@ -105,7 +105,7 @@ def _train(args: argparse.Namespace) -> int:
     for s in stages:
         if history.get(s) and s >= 2:
             print(f"stage {s}, last epoch (val split, FAR {cfg.evaluation.asr_far:g} for ASR):")
-            print("\n".join(_summary_lines(history[s][-1], cfg)))
+            print("\n".join(summary_lines(history[s][-1], cfg)))
     print(f"final checkpoint: {last}")
     print(f"metrics: {run_dir / 'metrics.jsonl'}")
     if args.evaluate:
@@ -114,9 +114,9 @@ def _train(args: argparse.Namespace) -> int:
         from erasablemask.experiments.evaluate import evaluate_checkpoint
 
         report = evaluate_checkpoint(cfg, Path(last))
-        _write_atomic(run_dir / "evaluation.json", json.dumps(report, indent=2, sort_keys=True))
+        write_text_atomic(run_dir / "evaluation.json", json.dumps(report, indent=2, sort_keys=True))
         print(f"evaluation ({report['n_images']} test images, targets {report['targets']}):")
-        print("\n".join(_summary_lines(report["metrics"], cfg, prefix="")))
+        print("\n".join(summary_lines(report["metrics"], cfg, prefix="")))
         print(f"evaluation: {run_dir / 'evaluation.json'}")
     return 0
 
