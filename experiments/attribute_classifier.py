@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -32,6 +30,7 @@ from erasablemask.experiments.data.attributes import N_ATTRIBUTES
 from erasablemask.experiments.metrics import attribute_accuracy
 from erasablemask.experiments.stage_setup import code_attributes, split_dataset
 from erasablemask.models.fr.registry import cache_dir
+from erasablemask.models.io import atomic_path
 
 __all__ = ["AttributeClassifier", "RECIPE", "ensure_attribute_classifier", "edit_accuracy"]
 
@@ -90,11 +89,8 @@ def ensure_attribute_classifier(cfg: ErasableMaskConfig, *, progress: bool = Tru
             opt.step()
             bar.update(1)
     bar.close()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
     return model.eval()
 
 

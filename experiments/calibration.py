@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -34,6 +32,7 @@ import torch
 
 from erasablemask.experiments.verification import embed_images
 from erasablemask.models.fr.registry import FaceRecognizer, thresholds_path
+from erasablemask.models.io import write_text_atomic
 
 __all__ = [
     "DEFAULT_FARS",
@@ -239,13 +238,5 @@ def save_thresholds(
         **(extra or {}),
     }
     path = thresholds_path(name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(record, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, json.dumps(record, indent=2))
     return path

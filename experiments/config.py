@@ -125,9 +125,11 @@ class Stage1Config(_Strict):
     gan_loss: Literal["log", "wgan_gp"] = "log"  # Eq. 3 is the log loss; AttGAN uses WGAN-GP
     gradient_penalty: NonNeg = 10.0  # only for wgan_gp (AttGAN-PyTorch: 10)
     d_steps_per_g_step: PosInt = 1  # AttGAN-PyTorch: 5 with WGAN-GP; the paper is silent
-    # Probability of flipping each attribute when sampling att_b (AttGAN
-    # shuffles att_a across the batch instead: "shuffle").
+    # How training att_b is drawn from att_a (paper silent): "shuffle"
+    # permutes att_a across the batch (AttGAN-PyTorch); "flip" flips each
+    # attribute with probability att_b_flip_prob, then resolves conflicts.
     att_b_sampling: Literal["shuffle", "flip"] = "shuffle"
+    att_b_flip_prob: Unit = 0.25
 
 
 class Stage2Config(_Strict):
@@ -155,6 +157,15 @@ class Stage2Config(_Strict):
     sigma1_scale_with_size: bool = True
     # Eq. 13's sum over samples of per-sample L2; "mean" divides by N.
     era_reduction: Literal["sum", "mean"] = "mean"
+    # Eq. 15 lists L_rec although G is fixed in stage 2 (paper silent on what it
+    # constrains). "frozen_generator" (default): Eq. 5 as written on the frozen
+    # G, a constant logged only; "adversarial_att_a": Eq. 5 with the fused
+    # encoder of Eq. 6 in place of G_enc, ‖G_dec(z_adv(x), att_a) − x‖₁, which
+    # constrains E_adv; "none": dropped.
+    rec_on: Literal["frozen_generator", "adversarial_att_a", "none"] = "frozen_generator"
+    # The paper fixes only G_enc, G_dec in stage 2; D keeps training on
+    # L_D + λ_att_D L_att^D with x_adv as the fake (true) or stays fixed (false).
+    train_discriminator: bool = True
 
 
 class Stage3Config(_Strict):

@@ -28,6 +28,7 @@ import os
 import random
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -159,6 +160,9 @@ def fault_at(stage: int, step: int, *, once: bool = True) -> Callable[[int, int]
 class JsonlReporter:
     """In-process ``report``: JSON lines in ``metrics_path``, checkpoints kept (``keep`` newest).
 
+    Each line holds the epoch's metrics, ``extra`` and ``time/reported_unix``
+    (when the line was written).
+
     Args:
         metrics_path: the JSON lines file (appended to; one object per epoch).
         keep: how many checkpoint directories to keep per stage (older ones
@@ -173,7 +177,9 @@ class JsonlReporter:
         self.kept: dict[int, list[Path]] = {}
 
     def __call__(self, metrics: dict, checkpoint_dir: Path | None) -> None:
-        line = {**self.extra, **metrics}
+        # Wall clock when the epoch's report (and checkpoint) is done: intervals between these
+        # are the throughput a user sees, checkpointing included (benchmarks/ray_overhead.py).
+        line = {**self.extra, **metrics, "time/reported_unix": time.time()}
         if checkpoint_dir is not None:
             line["checkpoint"] = str(checkpoint_dir)
         self.metrics_path.parent.mkdir(parents=True, exist_ok=True)

@@ -34,8 +34,6 @@ import fcntl
 import hashlib
 import json
 import multiprocessing
-import os
-import tempfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
@@ -53,6 +51,7 @@ from erasablemask.experiments.data.miniworld import MiniWorld
 from erasablemask.experiments.fr_mini_train import torch_threads, train_mini_model
 from erasablemask.models.fr.mini_zoo import MINI_RECIPES, MiniRecipe, build_mini_recognizer, load_mini_weights
 from erasablemask.models.fr.registry import FaceRecognizer, cache_dir, read_calibration
+from erasablemask.models.io import atomic_path
 
 __all__ = [
     "RECIPE_VERSION",
@@ -235,19 +234,6 @@ def calibrate_mini_model(
     return rows
 
 
-def _save_atomic(model: FaceRecognizer, path: Path, metadata: dict[str, str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        state = {k: v.detach().contiguous() for k, v in model.backbone.state_dict().items()}
-        save_file(state, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _training_data(world: MiniZooWorld) -> tuple[Tensor, Tensor]:
     """The FR population's images ``(N, 3, H, W)`` in [-1, 1] and class labels ``(N,)``."""
     ids = world.train_identities
@@ -290,7 +276,9 @@ def _train_and_save(
             "world": json.dumps(asdict(replace(world, epochs=None))),
             **{k: str(v) for k, v in info.items()},
         }
-        _save_atomic(model, path, meta)
+        with atomic_path(path) as tmp:
+            state = {k: v.detach().contiguous() for k, v in model.backbone.state_dict().items()}
+            save_file(state, str(tmp), metadata=meta)
 
 
 def ensure_mini_model(

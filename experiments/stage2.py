@@ -15,14 +15,14 @@ Per batch, with ``att_b`` sampled as in stage 1:
 - ``L_att^G``, ``L_G`` (Eq. 3-4): D on the un-noised ``x_adv`` with ``att_b``;
 - ``L_rec`` (Eq. 5): computed as written, ``‖G_dec(G_enc(x), att_a) − x‖₁`` on
   the frozen G: a constant that carries no gradient (Eq. 15 lists it; G is
-  fixed in stage 2), logged only. ``STAGE2_OPTIONS["rec_on"]`` offers
+  fixed in stage 2), logged only. ``stage2.rec_on`` offers
   ``"adversarial_att_a"`` — our alternative reading, Eq. 5 with the fused
   encoder of Eq. 6 in place of G_enc, ``‖G_dec(z_adv(x), att_a) − x‖₁``, which
   constrains E_adv — and ``"none"``.
 
 One step of Adam on E_adv and R together (a single optimiser over both).
 D keeps training on ``L_D + λ_att_D L_att^D`` with x_adv as the fake
-(the paper lists only G_enc, G_dec as fixed; ``STAGE2_OPTIONS["train_discriminator"]``).
+(the paper lists only G_enc, G_dec as fixed; ``stage2.train_discriminator: false`` keeps D fixed).
 
 Validation per epoch (val split, no transform): ASR at FAR ``evaluation.asr_far``
 for every surrogate and black-box model, ESR (Eq. 18) at ``evaluation.esr_far``
@@ -52,11 +52,7 @@ from erasablemask.experiments.stage_setup import (
 )
 from erasablemask.experiments.targets import build_targets, target_index_for
 
-__all__ = ["STAGE2_OPTIONS", "Stage2Trainer", "restorer_code", "load_protection_models"]
-
-# Choices the paper leaves open in stage 2 (module docstring); not config fields (yet).
-STAGE2_OPTIONS: dict[str, Any] = {"rec_on": "frozen_generator", "train_discriminator": True}
-
+__all__ = ["Stage2Trainer", "restorer_code", "load_protection_models"]
 
 def restorer_code(restorer_input: str, a_a: torch.Tensor, a_b: torch.Tensor) -> torch.Tensor | None:
     """The attribute code R decodes with (``protection.restorer_attribute_input``)."""
@@ -75,7 +71,7 @@ class Stage2Trainer:
         self.E_adv = self.protector.perturbation_encoder
         self.protector_step = ctx.wrap_model(self.protector)
         self.restorer_step = ctx.wrap_model(self.restorer)
-        if STAGE2_OPTIONS["train_discriminator"]:
+        if self.cfg.stage2.train_discriminator:
             self.D_step = ctx.wrap_model(self.D)
         else:  # a fixed critic: no gradients, and nothing for DDP to synchronise
             self.D_step = self.D.requires_grad_(False).eval()
@@ -90,7 +86,7 @@ class Stage2Trainer:
                         "restorer": self.restorer}
         opt = cfg.stage2.optimizer
         self.optimizers = {"protection": adam(list(self.E_adv.parameters()) + list(self.restorer.parameters()), opt)}
-        if STAGE2_OPTIONS["train_discriminator"]:
+        if self.cfg.stage2.train_discriminator:
             self.optimizers["discriminator"] = adam(self.D.parameters(), opt)
         self.rng = torch.Generator()
         self.generators = {"stage2_rng": self.rng}
@@ -101,7 +97,7 @@ class Stage2Trainer:
     def _train_mode(self) -> None:
         self.protector.train()
         self.restorer.train()
-        self.D.train() if STAGE2_OPTIONS["train_discriminator"] else self.D.eval()
+        self.D.train() if self.cfg.stage2.train_discriminator else self.D.eval()
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
         cfg, s, dev = self.cfg, self.cfg.stage2, self.ctx.device
@@ -124,17 +120,14 @@ class Stage2Trainer:
             self.weights.record_batch(name, value, n=x.shape[0])
         x_rec = self.restorer_step(x_noised, restorer_code(cfg.protection.restorer_attribute_input, a_a, a_b))
         f_g, f_att = self.D_step(x_adv)
-        rec_on = STAGE2_OPTIONS["rec_on"]
+        rec_on = s.rec_on
         if rec_on == "adversarial_att_a":
             l_rec = reconstruction_loss(self.protector_step(x, a_a)[0], x)
         elif rec_on == "frozen_generator":
             with torch.no_grad():
                 l_rec = reconstruction_loss(self.protector.generator(x, a_a), x)
-        elif rec_on == "none":
+        else:  # "none"
             l_rec = x.new_zeros(())
-        else:
-            raise ValueError(f"STAGE2_OPTIONS['rec_on']={rec_on!r}; use 'frozen_generator', "
-                             f"'adversarial_att_a' or 'none'")
         total, logs = stage2_loss(
             l_att=attribute_loss(f_att, att_b), l_rec=l_rec, l_G=generator_gan_loss(f_g, kind=cfg.stage1.gan_loss),
             l_adv=adv.loss,
@@ -149,7 +142,7 @@ class Stage2Trainer:
         opt.step()
         logs.update({f"L_pri/{k}": v for k, v in adv.per_surrogate_pri.items()})
         logs["L_adv_mean"] = adv.mean
-        if STAGE2_OPTIONS["train_discriminator"]:
+        if self.cfg.stage2.train_discriminator:
             logs.update(self._d_step(x, x_adv.detach(), att_a))
         return logs
 

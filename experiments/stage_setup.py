@@ -106,9 +106,10 @@ def code_attributes(att01: torch.Tensor, cfg: ErasableMaskConfig) -> torch.Tenso
 
 def sample_att_b(att_a01: torch.Tensor, cfg: ErasableMaskConfig, generator: torch.Generator) -> torch.Tensor:
     """Training ``att_b`` (``stage1.att_b_sampling``): "shuffle" permutes att_a across the batch
-    (AttGAN-PyTorch); "flip" flips each attribute with probability 0.25 and resolves conflicts."""
+    (AttGAN-PyTorch); "flip" flips each attribute with probability ``stage1.att_b_flip_prob`` and
+    resolves conflicts."""
     mode = "permute" if cfg.stage1.att_b_sampling == "shuffle" else "flip_random"
-    return sample_target_attributes(att_a01, generator, mode=mode)
+    return sample_target_attributes(att_a01, generator, mode=mode, p_flip=cfg.stage1.att_b_flip_prob)
 
 
 def build_generator(cfg: ErasableMaskConfig) -> AttGANGenerator:

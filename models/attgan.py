@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from erasablemask.models.checks import check_image_range
+from erasablemask.models.io import load_state_dict_checked, read_state_dict, strip_prefix
 
 __all__ = [
     "MAX_DIM", "LRELU_SLOPE", "AttGANGenerator", "AttGANDiscriminator", "check_attribute_code",
@@ -301,17 +302,7 @@ def _read_checkpoint(source: str | Path | Mapping[str, object]) -> Mapping[str, 
     path = Path(source)
     if not path.is_file():
         raise ValueError(f"checkpoint {str(path)!r} does not exist; pass a .pth/.pt/.safetensors file or a state dict")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    try:  # never unpickle arbitrary objects (DESIGN.md)
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - re-raised with the fix
-        raise ValueError(
-            f"checkpoint {str(path)!r} cannot be read with torch.load(weights_only=True) ({err}); "
-            "re-save it as a plain state dict or .safetensors"
-        ) from err
+    return read_state_dict(path)
 
 
 def _section(ckpt: Mapping[str, object], key: str, own_prefix: str) -> dict[str, Tensor] | None:
@@ -324,23 +315,7 @@ def _section(ckpt: Mapping[str, object], key: str, own_prefix: str) -> dict[str,
         sd = dict(ckpt)
     else:
         return None
-    return {k.removeprefix("module."): v for k, v in sd.items()}  # nn.DataParallel's prefix
-
-
-def _load_strict(module: nn.Module, sd: dict[str, Tensor], who: str) -> None:
-    own = module.state_dict()
-    missing = sorted(set(own) - set(sd))
-    unexpected = sorted(set(sd) - set(own))
-    shapes = sorted(f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-                    for k in set(own) & set(sd) if tuple(sd[k].shape) != tuple(own[k].shape))
-    if missing or unexpected or shapes:
-        raise ValueError(
-            f"{who} checkpoint does not fit the model; build the model with the checkpoint's settings "
-            f"(widths, layers, shortcut/inject layers, n_attrs; img_size for D).\n"
-            f"missing ({len(missing)}): {missing}\nunexpected ({len(unexpected)}): {unexpected}\n"
-            f"mis-shaped ({len(shapes)}): {shapes}"
-        )
-    module.load_state_dict(sd, strict=True)
+    return strip_prefix(sd, "module.")  # nn.DataParallel's prefix
 
 
 def load_attgan_checkpoint(
@@ -374,4 +349,8 @@ def load_attgan_checkpoint(
         if sd is None:
             raise ValueError(f"checkpoint has no {key} weights (top-level keys: {sorted(ckpt)[:8]}...); "
                              f"pass {'generator' if key == 'G' else 'discriminator'}=None or another file")
-        _load_strict(module, sd, key)
+        load_state_dict_checked(
+            module, sd, source=f"{key} checkpoint",
+            fix="Build the model with the checkpoint's settings (widths, layers, shortcut/inject layers, "
+                "n_attrs; img_size for D).",
+        )

@@ -29,7 +29,9 @@ def _step(n: int, text: str, t0: float) -> None:
 def _demo(args: argparse.Namespace) -> int:
     from erasablemask.experiments.config import dump_config, load_config
     from erasablemask.experiments.stage_setup import build_world, zoo_world
-    from erasablemask.platform.cli_train import summary_lines, write_text_atomic
+    from erasablemask.models.io import write_text_atomic
+    from erasablemask.platform.cli_train import summary_lines
+    from erasablemask.platform.tracking import log_evaluation, where_lines
 
     t0 = time.perf_counter()
     cfg = load_config(args.config or DEMO_CONFIG, args.overrides)
@@ -69,8 +71,7 @@ def _demo(args: argparse.Namespace) -> int:
     write_text_atomic(run_dir / "evaluation.json", json.dumps(report, indent=2, sort_keys=True))
     grid = run_dir / "protection_grid.png"
     protection_grid(cfg, final).save(grid)
-    mlflow_info = json.loads((run_dir / "mlflow.json").read_text())
-    _log_evaluation(mlflow_info, report, grid, run_dir / "evaluation.json")
+    log_evaluation(run_dir, report, [grid, run_dir / "evaluation.json"])
     print(f"  {report['n_images']} test images, target(s) {report['targets']}; rates in % "
           f"(ASR at FAR {cfg.evaluation.asr_far:g}, ESR at FAR {cfg.evaluation.esr_far:g}):")
     print("\n".join(summary_lines(report["metrics"], cfg, prefix="")))
@@ -80,26 +81,10 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"  image grid      {grid}   (source | edited | protected | erased | target)")
     print(f"  per-epoch log   {run_dir / 'metrics.jsonl'}")
     print(f"  checkpoints     {run_dir}/stage{{1,2,3}}/final")
-    print(f"  MLflow runs     {mlflow_info['tracking_uri']}")
-    uri = mlflow_info["tracking_uri"]
-    if uri.startswith("sqlite:"):
-        print(f"  open the UI:    .venv/bin/mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000")
+    print("\n".join(where_lines(run_dir)))
     print(f"\nThese are MINI-WORLD numbers (synthetic faces, mini FR models), not the paper's. "
           f"Total {time.perf_counter() - t0:.0f} s.")
     return 0
-
-
-def _log_evaluation(mlflow_info: dict, report: dict, grid: Path, evaluation: Path) -> None:
-    """Test-split metrics and the grid go to the parent run of this invocation."""
-    from mlflow.tracking import MlflowClient
-
-    from erasablemask.platform.tracking import log_metrics
-
-    run_id = mlflow_info["parent_run_id"]
-    log_metrics(mlflow_info["tracking_uri"], run_id, {f"test/{k}": v for k, v in report["metrics"].items()}, 0)
-    client = MlflowClient(tracking_uri=mlflow_info["tracking_uri"])
-    client.log_artifact(run_id, str(grid), "grids")
-    client.log_artifact(run_id, str(evaluation))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

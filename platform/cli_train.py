@@ -1,10 +1,12 @@
 """``erasablemask train CONFIG [--set k=v ...] [--in-process] [--stage 1|2|3|all] [--run-dir DIR] [--resume CKPT]``.
 
 With ``--in-process`` the curriculum runs in this process
-(:func:`erasablemask.experiments.curriculum.run_curriculum`): a progress bar
-per epoch, metrics as JSON lines in ``RUN_DIR/metrics.jsonl``, checkpoints in
+(:func:`erasablemask.platform.local_runner.run`): a progress bar per epoch,
+metrics as JSON lines in ``RUN_DIR/metrics.jsonl``, checkpoints in
 ``RUN_DIR/stage<k>/checkpoints``. Without it, the stages run on Ray Train
-(:func:`erasablemask.platform.ray_runner.run`, imported only then).
+(:func:`erasablemask.platform.ray_runner.run`, imported only then). Both
+record the run in MLflow (parent run, a child run per stage) unless
+``--no-track``.
 ``--evaluate`` ends with the full evaluation of the last stage's checkpoint
 (every FR model and evaluation transform) in ``RUN_DIR/evaluation.json``.
 """
@@ -13,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from erasablemask.experiments.config import ErasableMaskConfig, dump_config, load_config
+from erasablemask.models.io import write_text_atomic
 from erasablemask.platform.cli_config import add_config_arguments
 
-__all__ = ["register", "parse_stages", "default_run_dir", "summary_lines", "write_text_atomic"]
+__all__ = ["register", "parse_stages", "default_run_dir", "summary_lines"]
 
 
 def parse_stages(value: str) -> tuple[int, ...]:
@@ -42,14 +43,6 @@ def parse_stages(value: str) -> tuple[int, ...]:
 def default_run_dir(cfg: ErasableMaskConfig) -> Path:
     """``tracking.run_dir / <config digest>``."""
     return Path(cfg.tracking.run_dir) / cfg.digest()
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
 
 
 def summary_lines(metrics: dict, cfg: ErasableMaskConfig, prefix: str = "val/") -> list[str]:
@@ -84,30 +77,31 @@ def _train(args: argparse.Namespace) -> int:
                              "latest checkpoint (compute.max_failures)")
         from erasablemask.platform import ray_runner  # lazy: Ray is heavy
 
-        outcomes = ray_runner.run(cfg, stages, run_dir=run_dir, address=args.address, inputs=inputs)
+        outcomes = ray_runner.run(cfg, stages, run_dir=run_dir, address=args.address, inputs=inputs,
+                                  track=not args.no_track)
         last = outcomes[stages[-1]].checkpoint
         history = {s: [o.metrics] for s, o in outcomes.items()}
     else:
         import torch
 
-        from erasablemask.experiments.context import in_process_context
-        from erasablemask.experiments.curriculum import run_curriculum
+        from erasablemask.platform import local_runner
 
         if args.threads:
             torch.set_num_threads(args.threads)
-        result = run_curriculum(
-            cfg, stages, run_dir, inputs=inputs, resume=resume,
-            ctx_factory=lambda s: in_process_context(run_dir, s, keep=cfg.compute.num_to_keep,
-                                                     max_steps_per_epoch=args.max_steps_per_epoch),
-        )
-        last = result.stages[stages[-1]].final_checkpoint
-        history = {s: r.history for s, r in result.stages.items()}
+        results = local_runner.run(cfg, stages, run_dir=run_dir, inputs=inputs, resume=resume,
+                                   track=not args.no_track, max_steps_per_epoch=args.max_steps_per_epoch)
+        last = results[stages[-1]].final_checkpoint
+        history = {s: r.history for s, r in results.items()}
     for s in stages:
         if history.get(s) and s >= 2:
             print(f"stage {s}, last epoch (val split, FAR {cfg.evaluation.asr_far:g} for ASR):")
             print("\n".join(summary_lines(history[s][-1], cfg)))
     print(f"final checkpoint: {last}")
     print(f"metrics: {run_dir / 'metrics.jsonl'}")
+    if not args.no_track:
+        from erasablemask.platform.tracking import where_lines
+
+        print("\n".join(where_lines(run_dir)))
     if args.evaluate:
         if stages[-1] < 2:
             raise ValueError("--evaluate needs a stage-2 or stage-3 checkpoint; include stage 2 or 3")
@@ -115,6 +109,10 @@ def _train(args: argparse.Namespace) -> int:
 
         report = evaluate_checkpoint(cfg, Path(last))
         write_text_atomic(run_dir / "evaluation.json", json.dumps(report, indent=2, sort_keys=True))
+        if not args.no_track:
+            from erasablemask.platform.tracking import log_evaluation
+
+            log_evaluation(run_dir, report, [run_dir / "evaluation.json"])
         print(f"evaluation ({report['n_images']} test images, targets {report['targets']}):")
         print("\n".join(summary_lines(report["metrics"], cfg, prefix="")))
         print(f"evaluation: {run_dir / 'evaluation.json'}")
@@ -134,6 +132,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="the previous stage's final checkpoint (default: the newest complete one in --run-dir)")
     p.add_argument("--address", default=None, help="Ray cluster to join (without --in-process)")
     p.add_argument("--evaluate", action="store_true", help="evaluate the final checkpoint on the test split")
+    p.add_argument("--no-track", action="store_true", help="do not record the run in MLflow")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (--in-process; 0: torch's default)")
     p.add_argument("--max-steps-per-epoch", type=int, default=None, help=argparse.SUPPRESS)  # tests, benchmarks
     p.set_defaults(handler=_train)

@@ -10,8 +10,8 @@ calls; this module only supplies a Ray-flavoured
 
 from __future__ import annotations
 
-import json
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -20,7 +20,7 @@ from typing import Any
 
 from erasablemask.experiments.config import ErasableMaskConfig
 from erasablemask.experiments.context import FaultInjected, JsonlReporter, StageContext, derive_seed
-from erasablemask.platform.tracking import Tracker, log_metrics
+from erasablemask.platform.tracking import log_metrics, optional_stage_run, optional_tracker
 
 STAGES = (1, 2, 3)
 
@@ -133,15 +133,19 @@ def run_stage_on_ray(
     *,
     run_dir: Path,
     inputs: Path | None,
-    tracker: Tracker | None,
+    tracking_uri: str | None = None,
+    run_id: str | None = None,
 ) -> StageOutcome:
-    """Run one stage as a TorchTrainer and return its final checkpoint (copied locally)."""
+    """Run one stage as a TorchTrainer and return its final checkpoint (copied locally).
+
+    ``run_id``: the stage's MLflow child run (at ``tracking_uri``), to which
+    rank 0 logs each epoch's metrics; ``None``: not tracked.
+    """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     run_dir = Path(run_dir).resolve()
     storage = Path(cfg.compute.storage_path or run_dir / "ray").resolve()
-    run_id = tracker.start_stage(cfg, stage) if tracker else None
     resources = {"CPU": cfg.compute.cpus_per_worker}
     if cfg.compute.use_gpu:
         resources["GPU"] = 1
@@ -152,7 +156,7 @@ def run_stage_on_ray(
             "stage": stage,
             "inputs": str(inputs) if inputs else None,
             "run_dir": str(run_dir),
-            "tracking_uri": tracker.uri if tracker else None,
+            "tracking_uri": tracking_uri,
             "mlflow_run_id": run_id,
             "fault_marker": str(run_dir / f".fault-stage{stage}-fired"),
         },
@@ -167,43 +171,19 @@ def run_stage_on_ray(
         ),
     )
     start = time.perf_counter()
-    ok = False
-    try:
-        result = trainer.fit()
-        if result.error is not None:
-            raise RuntimeError(f"stage {stage} failed on Ray: {result.error}") from result.error
-        if result.checkpoint is None:
-            raise RuntimeError(f"stage {stage} reported no checkpoint (0 epochs?)")
-        final = run_dir / f"stage{stage}" / "final"
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".final-", dir=final.parent))
-        result.checkpoint.to_directory(str(tmp))
-        if final.exists():
-            import shutil
-
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        ok = True
-        outcome = StageOutcome(stage, final, dict(result.metrics or {}), time.perf_counter() - start, run_id)
-        if tracker and run_id:
-            tracker.log_artifacts(run_id, final, "checkpoint")
-            _log_grid(cfg, stage, final, tracker, run_id)
-        return outcome
-    finally:
-        if tracker and run_id:
-            tracker.end_stage(run_id, ok=ok)
-
-
-def _log_grid(cfg: ErasableMaskConfig, stage: int, checkpoint: Path, tracker: Tracker, run_id: str) -> None:
-    """Image grid (source | edited | protected | erased, with the target) for stages 2 and 3."""
-    if stage == 1:
-        return
-    from erasablemask.experiments.visualize import protection_grid
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / f"grid_stage{stage}.png"
-        protection_grid(cfg, checkpoint).save(path)
-        tracker.client.log_artifact(run_id, str(path), "grids")
+    result = trainer.fit()
+    if result.error is not None:
+        raise RuntimeError(f"stage {stage} failed on Ray: {result.error}") from result.error
+    if result.checkpoint is None:
+        raise RuntimeError(f"stage {stage} reported no checkpoint (0 epochs?)")
+    final = run_dir / f"stage{stage}" / "final"
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".final-", dir=final.parent))
+    result.checkpoint.to_directory(str(tmp))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return StageOutcome(stage, final, dict(result.metrics or {}), time.perf_counter() - start, run_id)
 
 
 def run(
@@ -234,24 +214,19 @@ def run(
     run_dir.mkdir(parents=True, exist_ok=True)
     outcomes: dict[int, StageOutcome] = {}
 
-    def _go(tracker: Tracker | None) -> None:
+    with optional_tracker(cfg, run_dir, track) as tracker:
         started = _ray_init(address, cfg)
         try:
             prev = inputs
             for stage in stages:
-                outcome = run_stage_on_ray(cfg, stage, run_dir=run_dir, inputs=prev, tracker=tracker)
+                with optional_stage_run(tracker, cfg, stage) as run_id:
+                    outcome = run_stage_on_ray(cfg, stage, run_dir=run_dir, inputs=prev,
+                                               tracking_uri=tracker.uri if tracker else None, run_id=run_id)
+                    if tracker is not None:
+                        tracker.log_stage_outputs(cfg, stage, run_id, outcome.checkpoint)
                 outcomes[stage] = outcome
                 prev = outcome.checkpoint
         finally:
             if started:
                 ray.shutdown()
-
-    if track:
-        with Tracker.open(cfg, run_dir) as tracker:
-            _go(tracker)
-            (run_dir / "mlflow.json").write_text(
-                json.dumps({"tracking_uri": tracker.uri, "parent_run_id": tracker.parent_run_id}, indent=2)
-            )
-    else:
-        _go(None)
     return outcomes

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import tempfile
 import urllib.error
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from erasablemask.experiments.config import ErasableMaskConfig
+from erasablemask.models.io import write_text_atomic
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Packages whose versions go into every run's manifest.
@@ -142,6 +144,9 @@ class Tracker:
         tracker = cls(uri=uri, experiment_id=exp_id, parent_run_id=parent.info.run_id, client=client)
         tracker.log_params(parent.info.run_id, cfg.flat())
         tracker.log_json(parent.info.run_id, run_manifest(cfg), "manifest.json")
+        # Where the records are, for `demo`, `mlflow ui` and analysis scripts.
+        write_text_atomic(run_dir / "mlflow.json",
+                          json.dumps({"tracking_uri": uri, "parent_run_id": parent.info.run_id}, indent=2))
         status = "FAILED"
         try:
             yield tracker
@@ -161,6 +166,30 @@ class Tracker:
 
     def end_stage(self, run_id: str, *, ok: bool) -> None:
         self.client.set_terminated(run_id, status="FINISHED" if ok else "FAILED")
+
+    @contextmanager
+    def stage_run(self, cfg: ErasableMaskConfig, stage: int) -> Iterator[str]:
+        """The child run of ``stage`` (its id), ended FINISHED, or FAILED if the block raises."""
+        run_id = self.start_stage(cfg, stage)
+        ok = False
+        try:
+            yield run_id
+            ok = True
+        finally:
+            self.end_stage(run_id, ok=ok)
+
+    def log_stage_outputs(self, cfg: ErasableMaskConfig, stage: int, run_id: str, checkpoint: Path) -> None:
+        """The stage's final checkpoint under ``checkpoint/``, and (stages 2, 3) the image grid
+        (source | attribute-edited | protected | erased, with the target) under ``grids/``."""
+        self.log_artifacts(run_id, Path(checkpoint), "checkpoint")
+        if stage == 1:
+            return
+        from erasablemask.experiments.visualize import protection_grid
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"grid_stage{stage}.png"
+            protection_grid(cfg, Path(checkpoint)).save(path)
+            self.client.log_artifact(run_id, str(path), "grids")
 
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
@@ -182,8 +211,17 @@ class Tracker:
         self.client.log_artifacts(run_id, str(local_dir), artifact_path)
 
 
+_NOT_IN_MLFLOW_NAMES = re.compile(r"[^A-Za-z0-9_\-. :/]")
+
+
+def mlflow_key(name: str) -> str:
+    """``name`` as an MLflow metric key: ``@`` becomes ``_at_`` (``asr@jpeg/m`` -> ``asr_at_jpeg/m``), and any
+    other character MLflow refuses (it allows alphanumerics, ``_ - . : /`` and spaces) becomes ``_``."""
+    return _NOT_IN_MLFLOW_NAMES.sub("_", name.replace("@", "_at_"))
+
+
 def log_metrics(uri: str, run_id: str, metrics: dict[str, float], step: int) -> None:
-    """Log numeric metrics at ``step``; usable from a Ray worker (no Tracker needed)."""
+    """Log numeric metrics at ``step`` (keys through :func:`mlflow_key`); usable from a Ray worker."""
     import time
 
     from mlflow.entities import Metric
@@ -191,10 +229,68 @@ def log_metrics(uri: str, run_id: str, metrics: dict[str, float], step: int) -> 
 
     now = int(time.time() * 1000)
     items = [
-        Metric(key, float(value), now, step)
+        Metric(mlflow_key(key), float(value), now, step)
         for key, value in metrics.items()
         if isinstance(value, (int, float)) and not isinstance(value, bool)
     ]
     client = MlflowClient(tracking_uri=uri)
     for i in range(0, len(items), 1000):
         client.log_batch(run_id, metrics=items[i : i + 1000])
+
+
+@contextmanager
+def optional_tracker(cfg: ErasableMaskConfig, run_dir: Path, enabled: bool) -> Iterator[Tracker | None]:
+    """:meth:`Tracker.open` when ``enabled``, else ``None`` (``--no-track``)."""
+    if not enabled:
+        yield None
+        return
+    with Tracker.open(cfg, run_dir) as tracker:
+        yield tracker
+
+
+@contextmanager
+def optional_stage_run(tracker: Tracker | None, cfg: ErasableMaskConfig, stage: int) -> Iterator[str | None]:
+    """:meth:`Tracker.stage_run` (the child run's id), or ``None`` without a tracker."""
+    if tracker is None:
+        yield None
+        return
+    with tracker.stage_run(cfg, stage) as run_id:
+        yield run_id
+
+
+def read_run_pointer(run_dir: Path) -> dict[str, str] | None:
+    """``{"tracking_uri", "parent_run_id"}`` of the last tracked invocation in ``run_dir`` (``mlflow.json``), or None."""
+    path = Path(run_dir) / "mlflow.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def log_evaluation(run_dir: Path, report: dict[str, Any], files: list[Path]) -> bool:
+    """Test-split metrics (``test/<key>``) and ``files`` go to the parent run recorded in ``run_dir``.
+
+    Returns False (and logs nothing) when the invocation was not tracked.
+    """
+    pointer = read_run_pointer(run_dir)
+    if pointer is None:
+        return False
+    from mlflow.tracking import MlflowClient
+
+    run_id, uri = pointer["parent_run_id"], pointer["tracking_uri"]
+    log_metrics(uri, run_id, {f"test/{k}": v for k, v in report["metrics"].items()}, 0)
+    client = MlflowClient(tracking_uri=uri)
+    for f in files:
+        client.log_artifact(run_id, str(f), "grids" if Path(f).suffix == ".png" else None)
+    return True
+
+
+def where_lines(run_dir: Path) -> list[str]:
+    """Where the MLflow records of ``run_dir`` are, and the command that opens the UI on them."""
+    pointer = read_run_pointer(run_dir)
+    if pointer is None:
+        return ["  MLflow          not tracked (--no-track)"]
+    uri = pointer["tracking_uri"]
+    lines = [f"  MLflow runs     {uri}  (parent run {pointer['parent_run_id']})"]
+    if uri.startswith("sqlite:"):
+        lines.append(f"  open the UI:    .venv/bin/mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000")
+    else:
+        lines.append(f"  open the UI:    {uri}")
+    return lines

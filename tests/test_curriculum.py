@@ -89,7 +89,8 @@ def _cli(argv: list[str]) -> int:
     return args.handler(args)
 
 
-def test_cli_in_process_runs_all_stages_writes_metrics_and_evaluates(zoo, tmp_path: Path, capsys):
+def test_cli_in_process_runs_all_stages_writes_metrics_and_evaluates(zoo, tmp_path: Path, capsys, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     run = tmp_path / "run"
     sets = [x for item in [["--set", s] for s in ("stage1.epochs=1", "stage2.epochs=1", "stage3.epochs=1")]
             for x in item]
@@ -119,6 +120,38 @@ def test_cli_in_process_runs_all_stages_writes_metrics_and_evaluates(zoo, tmp_pa
     assert 0.0 <= metrics["attr/clf_protected_edited"] <= 1.0
     assert metrics["attr/clf_clean_all"] > 0.5  # the separate classifier reads clean attributes
     assert report["n_images"] == 12  # 6 source identities x 2 test images
+    _check_in_process_mlflow_records(run, lines, metrics)
+    assert "mlflow ui --backend-store-uri sqlite:///" in out
+
+
+def _check_in_process_mlflow_records(run: Path, lines: list[dict], test_metrics: dict) -> None:
+    """The in-process runner records like the Ray one: parent + a child per stage, per-epoch metrics, artifacts."""
+    from mlflow.tracking import MlflowClient
+
+    pointer = json.loads((run / "mlflow.json").read_text())
+    assert pointer["tracking_uri"] == f"sqlite:///{(run / 'mlflow.db').resolve()}"  # the default: never ./mlruns
+    client = MlflowClient(tracking_uri=pointer["tracking_uri"])
+    parent = client.get_run(pointer["parent_run_id"])
+    assert parent.info.status == "FINISHED" and parent.data.params["attack.method"] == "meta_auxiliary"
+    children = client.search_runs([parent.info.experiment_id],
+                                  f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    by_stage = {int(c.data.tags["stage"]): c for c in children}
+    assert sorted(by_stage) == [1, 2, 3] and all(c.info.status == "FINISHED" for c in children)
+    for stage, child in by_stage.items():
+        reported = [x for x in lines if x["stage"] == stage]
+        history = client.get_metric_history(child.info.run_id, "global_step")
+        assert [(m.step, m.value) for m in history] == [(x["epoch"], x["global_step"]) for x in reported]
+        key = "train/G/L_total" if stage == 1 else "train/L_era"
+        logged = client.get_metric_history(child.info.run_id, key)
+        assert [m.value for m in logged] == pytest.approx([x[key] for x in reported], rel=1e-6)
+        paths = {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert "checkpoint" in paths and ("grids" in paths) == (stage > 1)
+        assert any(a.path.endswith("state.json") for a in client.list_artifacts(child.info.run_id, "checkpoint"))
+    m = SURROGATES[0]
+    logged = client.get_run(parent.info.run_id).data.metrics
+    assert logged[f"test/asr/{m}"] == pytest.approx(test_metrics[f"asr/{m}"])
+    assert logged[f"test/asr_at_jpeg/{m}"] == pytest.approx(test_metrics[f"asr@jpeg/{m}"])  # '@' is not an MLflow char
+    assert "evaluation.json" in {a.path for a in client.list_artifacts(parent.info.run_id)}
 
 
 @pytest.mark.parametrize("method", ["ensemble", "first_order"])

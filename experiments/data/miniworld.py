@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -29,6 +28,7 @@ from torch.utils.data import Dataset
 from erasablemask.experiments.data.attributes import ATTRIBUTES
 from erasablemask.experiments.data.miniworld_params import IdentityParams, ImageParams, sample_identity, sample_image
 from erasablemask.experiments.data.miniworld_render import render_face
+from erasablemask.models.io import atomic_path
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
@@ -36,19 +36,6 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 def _uint8_to_tensor(arr: np.ndarray) -> torch.Tensor:
     """(H, W, 3) uint8 -> (3, H, W) float32 in [-1, 1]."""
     return torch.from_numpy(arr).permute(2, 0, 1).float().div(127.5).sub(1.0)
-
-
-def _atomic_write_bytes(path: Path, write) -> None:
-    """Write a file through a temporary name in the same folder, then os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class MiniWorld:
@@ -237,10 +224,13 @@ class MiniWorld:
             it = tqdm(it, desc=f"writing {out}", unit="img")
         for i in it:
             img = Image.fromarray(self.image_uint8(i))
-            _atomic_write_bytes(out / table["path"].iat[i], lambda tmp, img=img: img.save(tmp, format="PNG"))
+            with atomic_path(out / table["path"].iat[i]) as tmp:
+                img.save(tmp, format="PNG")
         grid = Image.fromarray(self.grid())
-        _atomic_write_bytes(out / "grid.png", lambda tmp: grid.save(tmp, format="PNG"))
-        _atomic_write_bytes(out / "table.parquet", lambda tmp: table.to_parquet(tmp, index=False))
+        with atomic_path(out / "grid.png") as tmp:
+            grid.save(tmp, format="PNG")
+        with atomic_path(out / "table.parquet") as tmp:
+            table.to_parquet(tmp, index=False)
         return out
 
 

