@@ -44,6 +44,14 @@ class MiniWorldConfig(_Strict):
     # Identities reserved as impersonation targets and for FR threshold
     # calibration: never seen by the mini FR models or the generator.
     heldout_identities: NonNegInt = 8
+    # The mini FR zoo's training population (experiments/fr_mini.py): FR-only
+    # identities the generator never sees (a stand-in for MS1M/CASIA; with the
+    # world's 40 identities alone TAR@FAR0.01 was ≈0.5), and how many images of
+    # each are used.
+    fr_extra_identities: NonNegInt = 160
+    fr_extra_images_per_identity: Annotated[int, Field(ge=2)] = 12
+    # Overrides every mini FR recipe's epochs (tests, quick runs); null: each recipe's own.
+    fr_epochs: PosInt | None = None
 
 
 class DataConfig(_Strict):

@@ -40,7 +40,7 @@ from torch.utils.data import Dataset, Sampler
 
 __all__ = [
     "StageContext", "StageResult", "derive_seed", "seed_everything", "JsonlReporter",
-    "in_process_context", "FaultInjected", "fault_at",
+    "in_process_context", "FaultInjected", "fault_at", "parameter_fingerprint",
 ]
 
 
@@ -57,6 +57,10 @@ def _noop_fault(stage: int, global_step: int) -> None:
 
 
 def _drop_report(metrics: dict, checkpoint_dir: Path | None) -> None:
+    return None
+
+
+def _no_replica_check(fingerprint: str) -> None:
     return None
 
 
@@ -77,6 +81,10 @@ class StageContext:
         progress: show a tqdm bar per epoch (rank 0 only).
         max_steps_per_epoch: cut every epoch after this many steps (tests and
             benchmarks; ``None``: the whole data set).
+        check_replicas: ``(parameter fingerprint) -> None``, called on every
+            rank at each epoch's end before the checkpoint is written; Ray
+            compares the ranks' fingerprints and raises if data-parallel
+            replicas diverged (a diverged epoch is never checkpointed).
     """
 
     rank: int = 0
@@ -90,6 +98,7 @@ class StageContext:
     checkpoint_root: Path | None = None
     progress: bool = True
     max_steps_per_epoch: int | None = None
+    check_replicas: Callable[[str], None] = _no_replica_check
 
     def checkpoint_dir_root(self) -> Path:
         """``checkpoint_root``, or a fresh temporary folder if none was given."""
@@ -110,12 +119,31 @@ class StageResult:
         history: the per-epoch metric dicts, in order (resumed epochs included,
             read back from the checkpoint).
         global_step: optimisation steps taken in this stage in total.
+        fingerprint: :func:`parameter_fingerprint` of the stage's modules at
+            the end (equal on every rank when data-parallel replicas stay in sync).
     """
 
     stage: int
     final_checkpoint: Path | None
     history: list[dict[str, Any]]
     global_step: int
+    fingerprint: str = ""
+
+
+def parameter_fingerprint(modules: dict[str, nn.Module]) -> str:
+    """sha256 over every parameter's name, shape and bytes (not buffers), modules in name order.
+
+    Buffers are left out on purpose: DDP broadcasts them from rank 0 at the
+    start of each forward, and a training-mode forward then updates BatchNorm
+    running statistics locally, so they legitimately differ across ranks
+    after the last step; parameters must not.
+    """
+    h = hashlib.sha256()
+    for name in sorted(modules):
+        for key, p in modules[name].named_parameters():
+            h.update(f"{name}.{key}{tuple(p.shape)}".encode())
+            h.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def derive_seed(seed: int, *parts: int | str) -> int:

@@ -31,7 +31,9 @@ from erasablemask.experiments.checkpoint import (
     capture_rng, find_latest_checkpoint, load_checkpoint, restore_rng, save_checkpoint,
 )
 from erasablemask.experiments.config import ErasableMaskConfig
-from erasablemask.experiments.context import StageContext, StageResult, derive_seed, in_process_context, seed_everything
+from erasablemask.experiments.context import (
+    StageContext, StageResult, derive_seed, in_process_context, parameter_fingerprint, seed_everything,
+)
 
 __all__ = ["StageTrainer", "run_stage", "run_curriculum", "stage_epochs", "build_trainer", "checkpoint_name"]
 
@@ -167,6 +169,8 @@ def run_stage(cfg: ErasableMaskConfig, stage: int, ctx: StageContext, *, inputs:
         metrics.update(_mean_logs(logs))
         metrics.update(trainer.end_epoch(epoch))
         metrics["time/epoch_s"] = time.perf_counter() - t0
+        if ctx.world_size > 1:
+            ctx.check_replicas(parameter_fingerprint(trainer.modules))
         history.append(metrics)
         last = epoch + 1 == epochs
         path = None
@@ -180,7 +184,7 @@ def run_stage(cfg: ErasableMaskConfig, stage: int, ctx: StageContext, *, inputs:
             final = path
         ctx.report(metrics, path)
     return StageResult(stage=stage, final_checkpoint=final if ctx.rank == 0 else None, history=history,
-                       global_step=global_step)
+                       global_step=global_step, fingerprint=parameter_fingerprint(trainer.modules))
 
 
 @dataclass

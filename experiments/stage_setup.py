@@ -56,7 +56,9 @@ def zoo_world(cfg: ErasableMaskConfig):
 
     m = cfg.data.miniworld
     return MiniZooWorld(seed=cfg.seed, n_identities=m.n_identities, images_per_identity=m.images_per_identity,
-                        heldout_identities=m.heldout_identities, image_size=cfg.data.image_size)
+                        heldout_identities=m.heldout_identities, image_size=cfg.data.image_size,
+                        extra_identities=m.fr_extra_identities,
+                        extra_images_per_identity=m.fr_extra_images_per_identity, epochs=m.fr_epochs)
 
 
 def build_world(cfg: ErasableMaskConfig) -> MiniWorld:

@@ -60,7 +60,7 @@ def run(
     run_dir = Path(run_dir)
     results: dict[int, StageResult] = {}
 
-    with optional_tracker(cfg, run_dir, track) as tracker:
+    with optional_tracker(cfg, run_dir, track, runner="in-process") as tracker:
         prev = inputs
         for n, stage in enumerate(stages):
             with optional_stage_run(tracker, cfg, stage) as run_id:

@@ -102,9 +102,29 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         fault_hook=_fault_hook(cfg, stage, Path(config["fault_marker"])),
         checkpoint_root=Path(tempfile.mkdtemp(prefix=f"ckpt-stage{stage}-rank{rank}-")),
         progress=rank == 0,
+        check_replicas=lambda fingerprint: _check_replicas_in_sync(stage, rank, world, fingerprint),
     )
     inputs = Path(config["inputs"]) if config.get("inputs") else None
     run_stage(cfg, stage, ctx, inputs=inputs)
+
+
+def _check_replicas_in_sync(stage: int, rank: int, world: int, fingerprint: str) -> None:
+    """Fail the epoch if the data-parallel replicas' parameters differ (DDP must keep them identical).
+
+    Called by ``run_stage`` at every epoch's end before the checkpoint is
+    reported, so a diverged state is never checkpointed (and a restart from
+    the previous checkpoint fails the same way instead of hiding it).
+    """
+    import torch.distributed as dist
+
+    prints: list[str | None] = [None] * world
+    dist.all_gather_object(prints, fingerprint)
+    if len(set(prints)) > 1:
+        raise RuntimeError(
+            f"stage {stage}: the {world} data-parallel replicas ended with different parameters "
+            f"(fingerprints {[p[:12] for p in prints]}; this is rank {rank}); a trained module is "
+            "updated outside DDP. Run with compute.num_workers=1 and report the config"
+        )
 
 
 def _ray_init(address: str | None, cfg: ErasableMaskConfig) -> bool:
@@ -214,7 +234,7 @@ def run(
     run_dir.mkdir(parents=True, exist_ok=True)
     outcomes: dict[int, StageOutcome] = {}
 
-    with optional_tracker(cfg, run_dir, track) as tracker:
+    with optional_tracker(cfg, run_dir, track, runner="ray") as tracker:
         started = _ray_init(address, cfg)
         try:
             prev = inputs

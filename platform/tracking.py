@@ -123,10 +123,12 @@ class Tracker:
     experiment_id: str
     parent_run_id: str
     client: Any = field(repr=False)
+    runner: str = "ray"  # tag of every run: "ray" or "in-process"
 
     @classmethod
     @contextmanager
-    def open(cls, cfg: ErasableMaskConfig, run_dir: Path, *, run_name: str | None = None) -> Iterator["Tracker"]:
+    def open(cls, cfg: ErasableMaskConfig, run_dir: Path, *, run_name: str | None = None,
+             runner: str = "ray") -> Iterator["Tracker"]:
         from mlflow.tracking import MlflowClient
 
         uri = resolve_tracking_uri(cfg, run_dir)
@@ -140,8 +142,8 @@ class Tracker:
             exp_id = client.create_experiment(cfg.tracking.experiment_name, artifact_location=artifact_location)
         else:
             exp_id = exp.experiment_id
-        parent = client.create_run(exp_id, run_name=run_name or f"train-{cfg.digest()}", tags=run_tags(cfg, stage="all"))
-        tracker = cls(uri=uri, experiment_id=exp_id, parent_run_id=parent.info.run_id, client=client)
+        parent = client.create_run(exp_id, run_name=run_name or f"train-{cfg.digest()}", tags=run_tags(cfg, stage="all", runner=runner))
+        tracker = cls(uri=uri, experiment_id=exp_id, parent_run_id=parent.info.run_id, client=client, runner=runner)
         tracker.log_params(parent.info.run_id, cfg.flat())
         tracker.log_json(parent.info.run_id, run_manifest(cfg), "manifest.json")
         # Where the records are, for `demo`, `mlflow ui` and analysis scripts.
@@ -159,7 +161,7 @@ class Tracker:
         run = self.client.create_run(
             self.experiment_id,
             run_name=f"stage{stage}",
-            tags={**run_tags(cfg, stage=str(stage)), "mlflow.parentRunId": self.parent_run_id},
+            tags={**run_tags(cfg, stage=str(stage), runner=self.runner), "mlflow.parentRunId": self.parent_run_id},
         )
         self.log_params(run.info.run_id, cfg.flat())
         return run.info.run_id
@@ -239,12 +241,13 @@ def log_metrics(uri: str, run_id: str, metrics: dict[str, float], step: int) -> 
 
 
 @contextmanager
-def optional_tracker(cfg: ErasableMaskConfig, run_dir: Path, enabled: bool) -> Iterator[Tracker | None]:
+def optional_tracker(cfg: ErasableMaskConfig, run_dir: Path, enabled: bool, *, runner: str
+                     ) -> Iterator[Tracker | None]:
     """:meth:`Tracker.open` when ``enabled``, else ``None`` (``--no-track``)."""
     if not enabled:
         yield None
         return
-    with Tracker.open(cfg, run_dir) as tracker:
+    with Tracker.open(cfg, run_dir, runner=runner) as tracker:
         yield tracker
 
 

@@ -20,7 +20,7 @@ BLACK_BOX = ["mini_mobileface_arc_s0"]
 
 TINY = [
     "data.image_size=64", "data.miniworld.n_identities=10", "data.miniworld.images_per_identity=16",
-    "data.miniworld.heldout_identities=4",
+    "data.miniworld.heldout_identities=4", "data.miniworld.fr_epochs=1",
     "model.enc_dim=8", "model.dec_dim=8", "model.dis_dim=8", "model.dis_fc_dim=16",
     "model.enc_layers=3", "model.dec_layers=3", "model.dis_layers=3",
     "stage1.epochs=2", "stage2.epochs=2", "stage3.epochs=1",
@@ -36,17 +36,14 @@ def tiny_config(*extra: str) -> ErasableMaskConfig:
 
 @contextlib.contextmanager
 def tiny_zoo(home: Path) -> Iterator[None]:
-    """Private FR cache in ``home``; mini models trained for 1 epoch; the active zoo world restored after."""
+    """Private FR cache in ``home`` (TINY trains the mini models for 1 epoch); the active zoo world restored after."""
     import pytest
 
-    from erasablemask.experiments import fr_mini, stage_setup
-    from erasablemask.experiments.fr_mini import MiniZooWorld
+    from erasablemask.experiments import fr_mini
 
-    original = stage_setup.zoo_world
     active = dict(fr_mini._ACTIVE)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ERASABLEMASK_HOME", str(home))
-        mp.setattr(stage_setup, "zoo_world", lambda cfg: MiniZooWorld(**{**original(cfg).__dict__, "epochs": 1}))
         old_threads = torch.get_num_threads()
         try:
             yield

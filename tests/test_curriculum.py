@@ -137,6 +137,7 @@ def _check_in_process_mlflow_records(run: Path, lines: list[dict], test_metrics:
                                   f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     by_stage = {int(c.data.tags["stage"]): c for c in children}
     assert sorted(by_stage) == [1, 2, 3] and all(c.info.status == "FINISHED" for c in children)
+    assert all(c.data.tags["runner"] == "in-process" for c in children)
     for stage, child in by_stage.items():
         reported = [x for x in lines if x["stage"] == stage]
         history = client.get_metric_history(child.info.run_id, "global_step")
