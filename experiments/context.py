@@ -119,15 +119,12 @@ class StageResult:
         history: the per-epoch metric dicts, in order (resumed epochs included,
             read back from the checkpoint).
         global_step: optimisation steps taken in this stage in total.
-        fingerprint: :func:`parameter_fingerprint` of the stage's modules at
-            the end (equal on every rank when data-parallel replicas stay in sync).
     """
 
     stage: int
     final_checkpoint: Path | None
     history: list[dict[str, Any]]
     global_step: int
-    fingerprint: str = ""
 
 
 def parameter_fingerprint(modules: dict[str, nn.Module]) -> str:

@@ -184,7 +184,7 @@ def run_stage(cfg: ErasableMaskConfig, stage: int, ctx: StageContext, *, inputs:
             final = path
         ctx.report(metrics, path)
     return StageResult(stage=stage, final_checkpoint=final if ctx.rank == 0 else None, history=history,
-                       global_step=global_step, fingerprint=parameter_fingerprint(trainer.modules))
+                       global_step=global_step)
 
 
 @dataclass

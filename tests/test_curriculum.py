@@ -171,3 +171,20 @@ def test_stage1_wgan_gp_option_adds_the_gradient_penalty(zoo, tmp_path: Path):
     result = run_stage(cfg, 1, in_process_context(tmp_path, 1, progress=False, max_steps_per_epoch=1))
     assert result.history[-1]["train/D/L_gp"] >= 0.0
     assert "train/G/L_total" in result.history[-1]
+
+
+def test_parameter_fingerprint_sees_every_parameter_and_ignores_buffers():
+    from torch import nn
+
+    from erasablemask.experiments.context import parameter_fingerprint
+
+    torch.manual_seed(0)
+    a = {"g": nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))}
+    torch.manual_seed(0)
+    b = {"g": nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))}
+    assert parameter_fingerprint(a) == parameter_fingerprint(b)
+    b["g"][1].running_mean += 1.0  # BatchNorm statistics differ across DDP ranks legitimately
+    assert parameter_fingerprint(a) == parameter_fingerprint(b)
+    with torch.no_grad():
+        b["g"][0].bias[1] += 1e-7  # one parameter, one value, a tiny step
+    assert parameter_fingerprint(a) != parameter_fingerprint(b)
