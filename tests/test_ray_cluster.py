@@ -56,23 +56,25 @@ def test_two_ddp_workers_on_an_existing_cluster_train_in_sync_and_leave_it_runni
     from erasablemask.experiments.stage_setup import split_dataset
 
     address, env = ray_cluster
-    sets = [*TINY, "stage1.epochs=1", "stage2.epochs=1", "compute.num_workers=2", "compute.cpus_per_worker=1"]
+    sets = [*TINY, "stage1.epochs=1", "stage2.epochs=1", "stage3.epochs=1", "compute.num_workers=2",
+            "compute.cpus_per_worker=1"]
     run = tmp_path / "run"
     # The real command line in a fresh driver process, as a user would run it against a cluster.
     cmd = [str(Path(sys.executable).with_name("erasablemask")), "train", "miniworld_demo",
-           *[x for s in sets for x in ("--set", s)], "--stage", "1-2", "--address", address, "--run-dir", str(run),
+           *[x for s in sets for x in ("--set", s)], "--stage", "all", "--address", address, "--run-dir", str(run),
            "--no-track"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
-    # Both stages passed the replica check at every epoch (parameters identical on both ranks before
+    # All three stages passed the replica check at every epoch (parameters identical on both ranks before
     # each checkpoint; it fails without DDP), and each worker saw half of the data per epoch.
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [(x["stage"], x["epoch"]) for x in lines] == [(1, 1), (2, 1)]  # rank 0 reports, once per epoch
+    assert [(x["stage"], x["epoch"]) for x in lines] == [(1, 1), (2, 1), (3, 1)]  # rank 0 reports, once per epoch
     cfg = load_config("miniworld_demo", sets)
     n_train = len(split_dataset(cfg, "train"))
     assert lines[0]["global_step"] == (n_train // 2) // cfg.stage1.batch_size
     assert lines[1]["global_step"] == (n_train // 2) // cfg.stage2.batch_size
-    assert (run / "stage2" / "final" / "state.json").is_file()
+    assert lines[2]["global_step"] == (n_train // 2) // cfg.stage3.batch_size
+    assert (run / "stage3" / "final" / "state.json").is_file()
     assert not (run / "mlflow.json").exists()  # --no-track
     assert _cluster_alive(address, env), "joining a cluster must not shut it down"
