@@ -23,11 +23,11 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from erasablemask.experiments.config import ErasableMaskConfig
 from erasablemask.experiments.data.attributes import N_ATTRIBUTES
 from erasablemask.experiments.metrics import attribute_accuracy
+from erasablemask.experiments.progress import progress_bar
 from erasablemask.experiments.stage_setup import code_attributes, split_dataset
 from erasablemask.models.fr.registry import cache_dir
 from erasablemask.models.io import atomic_path
@@ -73,7 +73,7 @@ def ensure_attribute_classifier(cfg: ErasableMaskConfig, *, progress: bool = Tru
     opt = torch.optim.Adam(model.parameters(), lr=RECIPE["lr"])
     bs = RECIPE["batch_size"]
     steps = max(1, len(ds) // bs)
-    bar = tqdm(total=RECIPE["epochs"] * steps, desc="training attribute classifier", disable=not progress, leave=False)
+    bar = progress_bar(total=RECIPE["epochs"] * steps, desc="training attribute classifier", disable=not progress, leave=False)
     model.train()
     for _ in range(RECIPE["epochs"]):
         order = torch.randperm(len(ds), generator=gen)

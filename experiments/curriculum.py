@@ -25,7 +25,6 @@ from typing import Any, Callable, Iterable, Protocol
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from erasablemask.experiments.checkpoint import (
     capture_rng, find_latest_checkpoint, load_checkpoint, restore_rng, save_checkpoint,
@@ -34,6 +33,7 @@ from erasablemask.experiments.config import ErasableMaskConfig
 from erasablemask.experiments.context import (
     StageContext, StageResult, derive_seed, in_process_context, parameter_fingerprint, seed_everything,
 )
+from erasablemask.experiments.progress import progress_bar
 
 __all__ = ["StageTrainer", "run_stage", "run_curriculum", "stage_epochs", "build_trainer", "checkpoint_name"]
 
@@ -153,7 +153,7 @@ def run_stage(cfg: ErasableMaskConfig, stage: int, ctx: StageContext, *, inputs:
         t0 = time.perf_counter()
         loader = _batches(trainer, ctx, cfg, stage, epoch)
         n_steps = len(loader) if max_steps is None else min(len(loader), max_steps)
-        bar = tqdm(total=n_steps, desc=f"stage {stage} epoch {epoch + 1}/{epochs}", unit="step",
+        bar = progress_bar(total=n_steps, desc=f"stage {stage} epoch {epoch + 1}/{epochs}", unit="step",
                    disable=not (ctx.progress and ctx.rank == 0), leave=True, dynamic_ncols=True)
         logs: list[dict[str, float]] = []
         for i, batch in enumerate(loader):
@@ -163,7 +163,7 @@ def run_stage(cfg: ErasableMaskConfig, stage: int, ctx: StageContext, *, inputs:
             logs.append(trainer.train_step(batch))
             global_step += 1
             bar.update(1)
-            bar.set_postfix({k: f"{v:.3g}" for k, v in list(logs[-1].items())[:3]})
+            bar.set_postfix({k: f"{v:.3g}" for k, v in list(logs[-1].items())[:3]}, refresh=False)
         bar.close()
         metrics: dict[str, Any] = {"stage": stage, "epoch": epoch + 1, "global_step": global_step}
         metrics.update(_mean_logs(logs))

@@ -44,11 +44,11 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 from torch import Tensor
-from tqdm import tqdm
 
 from erasablemask.experiments.calibration import DEFAULT_FARS, roc_auc, save_thresholds, thresholds_at_far
 from erasablemask.experiments.data.miniworld import MiniWorld
 from erasablemask.experiments.fr_mini_train import torch_threads, train_mini_model
+from erasablemask.experiments.progress import progress_bar
 from erasablemask.models.fr.mini_zoo import MINI_RECIPES, MiniRecipe, build_mini_recognizer, load_mini_weights
 from erasablemask.models.fr.registry import FaceRecognizer, cache_dir, read_calibration
 from erasablemask.models.io import atomic_path
@@ -332,7 +332,7 @@ def _train_in_parallel(names: list[str], world: MiniZooWorld, jobs: int, progres
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init, initargs=(images_u8, labels)) as pool:
         futures = [pool.submit(_worker_train, n, world) for n in names]
-        bar = tqdm(total=len(names), desc=f"training mini zoo ({jobs} processes)", unit="model", disable=not progress)
+        bar = progress_bar(total=len(names), desc=f"training mini zoo ({jobs} processes)", unit="model", disable=not progress)
         for done in as_completed(futures):
             bar.set_postfix_str(done.result())
             bar.update(1)

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm import tqdm
 
+from erasablemask.experiments.progress import progress_bar
 from erasablemask.models.checks import check_image_range
 from erasablemask.models.fr.mini_zoo import MINI_RECIPES, MiniRecipe, build_mini_recognizer
 from erasablemask.models.fr.registry import FaceRecognizer
@@ -141,7 +141,7 @@ def train_mini_model(
         total = recipe.epochs * steps_per_epoch
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=total, pct_start=0.15)
         gen = torch.Generator().manual_seed(recipe.seed)
-        bar = tqdm(total=total, desc=f"training {name}", unit="step", disable=not progress, leave=False)
+        bar = progress_bar(total=total, desc=f"training {name}", unit="step", disable=not progress, leave=False)
         losses, correct, seen = [], 0, 0
         for epoch in range(recipe.epochs):
             order = torch.randperm(images.shape[0], generator=gen)
@@ -159,7 +159,7 @@ def train_mini_model(
                     correct += int((head.cosine(emb.detach()).argmax(1) == y).sum())  # without margin
                     seen += len(y)
                 bar.update(1)
-                bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.3f}")
+                bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.3f}", refresh=False)
         bar.close()
     info = {
         "seconds": time.perf_counter() - start,

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
-from tqdm.auto import tqdm
 
+from erasablemask.experiments.progress import progress_bar
 from erasablemask.models.fr.registry import FaceRecognizer, UncalibratedError
 
 __all__ = ["decisions", "embed_images", "load_face_image", "verify_pair"]
@@ -106,14 +106,14 @@ def embed_images(
     # images batch and only model-sized copies are held in memory.
     shrink = model.spec.preprocessing.center_crop == 1.0
     images = []
-    for path in tqdm(paths, desc="load", disable=not progress):
+    for path in progress_bar(paths, desc="load", disable=not progress):
         im = load_face_image(path, image_size)
         images.append(model.crop_and_resize(im[None])[0] if shrink else im)
     by_size: dict[tuple[int, int], list[int]] = {}
     for i, im in enumerate(images):
         by_size.setdefault(tuple(im.shape[-2:]), []).append(i)
     out = torch.empty(len(images), model.spec.embedding_size)
-    bar = tqdm(total=len(images), desc=f"embed ({model.spec.name})", disable=not progress)
+    bar = progress_bar(total=len(images), desc=f"embed ({model.spec.name})", disable=not progress)
     for idx in by_size.values():
         for start in range(0, len(idx), batch_size):
             chunk = idx[start : start + batch_size]
