@@ -1,9 +1,13 @@
 """Ray Train overhead: steady-state throughput of one Ray worker vs the in-process runner.
 
 Runs stage 1 of the demo config for ``--epochs`` epochs on the same seed and
-data: in-process, then as a Ray Train V2 TorchTrainer with one worker holding
-``--cpus`` CPUs, then in-process again (the two in-process runs bracket the
-Ray run, so a drift in machine load shows up as their difference). Prints
+data, alternating: in-process, Ray, in-process, Ray, ..., in-process
+(``--rounds`` Ray runs, each a Ray Train V2 TorchTrainer with one worker
+holding ``--cpus`` CPUs and a fresh local Ray instance). Each Ray run is
+compared with the mean of the two in-process runs that bracket it, so a
+drift in the machine's speed (up to 15 % within minutes on the shared
+2-core development machine) is paired out as far as it can be. Prints, per
+round and as the median over rounds:
 
 - the steady-state ratio: in-process epoch period / Ray epoch period, each the
   median over epochs after the first of the interval between consecutive
@@ -12,9 +16,9 @@ Ray run, so a drift in machine load shows up as their difference). Prints
   times (``time/epoch_s``) is printed beside it;
 - the fixed start-up cost of the Ray path: its wall time minus ``epochs``
   steady-state periods (Ray start, worker group start, first-epoch warm-up,
-  shutdown); the in-process run's fixed cost beside it.
+  shutdown); the in-process runs' fixed cost beside it.
 
-Usage: python benchmarks/ray_overhead.py [--epochs 6] [--cpus 2] [--set key=value ...]
+Usage: python benchmarks/ray_overhead.py [--epochs 8] [--rounds 3] [--cpus 2] [--set key=value ...]
 """
 
 from __future__ import annotations
@@ -48,43 +52,57 @@ def _in_process(cfg, run_dir: Path) -> tuple[float, list[float], list[float]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3, help="Ray runs, each bracketed by in-process runs")
     parser.add_argument("--cpus", type=float, default=2.0, help="CPUs of the one Ray worker (and in-process threads)")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
     if args.epochs < 3:
         parser.error("--epochs must be at least 3 (the first epoch is set-up; periods need two more)")
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
 
     overrides = [f"stage1.epochs={args.epochs}", f"compute.cpus_per_worker={args.cpus}",
                  "compute.num_workers=1", *args.overrides]
     cfg = load_config("miniworld_demo", overrides)
     torch.set_num_threads(max(1, int(args.cpus)))
-    with tempfile.TemporaryDirectory() as tmp:
-        wall_a, epochs_a, periods_a = _in_process(cfg, Path(tmp) / "inproc_a")
-
-        from erasablemask.platform import ray_runner
-
-        t0 = time.perf_counter()
-        ray_runner.run(cfg, (1,), run_dir=Path(tmp) / "ray", track=False)
-        ray_wall = time.perf_counter() - t0
-        ray_epochs, ray_periods = _read(Path(tmp) / "ray" / "metrics.jsonl")
-
-        wall_b, epochs_b, periods_b = _in_process(cfg, Path(tmp) / "inproc_b")
-
-    local_period = statistics.mean([statistics.median(periods_a[1:]), statistics.median(periods_b[1:])])
-    local_epoch = statistics.mean([statistics.median(epochs_a[1:]), statistics.median(epochs_b[1:])])
-    ray_period, ray_epoch = statistics.median(ray_periods[1:]), statistics.median(ray_epochs[1:])
-    r = lambda xs: [round(x, 2) for x in xs]  # noqa: E731
-    print(f"config: miniworld_demo stage 1, {args.epochs} epochs, 1 worker x {args.cpus:g} CPU, "
-          f"torch threads {torch.get_num_threads()}")
-    print(f"in-process (before)  epoch periods (s): {r(periods_a)}  compute {r(epochs_a)}  wall {wall_a:.1f} s")
-    print(f"ray                  epoch periods (s): {r(ray_periods)}  compute {r(ray_epochs)}  wall {ray_wall:.1f} s")
-    print(f"in-process (after)   epoch periods (s): {r(periods_b)}  compute {r(epochs_b)}  wall {wall_b:.1f} s")
-    print(f"steady-state throughput ratio ray/in-process: {local_period / ray_period:.3f} "
-          f"(compute-only epochs: {local_epoch / ray_epoch:.3f})")
     n = args.epochs
-    print(f"ray fixed start-up cost: {ray_wall - n * ray_period:.1f} s "
-          f"(in-process fixed cost {wall_a - n * statistics.median(periods_a[1:]):.1f} s); "
+    r = lambda xs: [round(x, 2) for x in xs]  # noqa: E731
+    print(f"config: miniworld_demo stage 1, {n} epochs, 1 worker x {args.cpus:g} CPU, "
+          f"torch threads {torch.get_num_threads()}, {args.rounds} rounds", flush=True)
+
+    from erasablemask.platform import ray_runner
+
+    with tempfile.TemporaryDirectory() as tmp:
+        def in_process(i: int) -> tuple[float, float, float]:
+            wall, epochs, periods = _in_process(cfg, Path(tmp) / f"inproc{i}")
+            period = statistics.median(periods[1:])
+            print(f"in-process {i}: epoch periods (s) {r(periods)}  compute {r(epochs)}  wall {wall:.1f} s",
+                  flush=True)
+            return period, statistics.median(epochs[1:]), wall - n * period
+
+        local = [in_process(0)]
+        rounds = []
+        for i in range(1, args.rounds + 1):
+            t0 = time.perf_counter()
+            ray_runner.run(cfg, (1,), run_dir=Path(tmp) / f"ray{i}", track=False)
+            wall = time.perf_counter() - t0
+            epochs, periods = _read(Path(tmp) / f"ray{i}" / "metrics.jsonl")
+            period, epoch = statistics.median(periods[1:]), statistics.median(epochs[1:])
+            print(f"ray {i}:        epoch periods (s) {r(periods)}  compute {r(epochs)}  wall {wall:.1f} s", flush=True)
+            local.append(in_process(i))
+            before, after = local[-2], local[-1]
+            ratio = (before[0] + after[0]) / 2 / period
+            compute_ratio = (before[1] + after[1]) / 2 / epoch
+            rounds.append((ratio, compute_ratio, wall - n * period))
+            print(f"round {i}: steady-state throughput ratio ray/in-process {ratio:.3f} "
+                  f"(compute-only {compute_ratio:.3f}); ray fixed start-up cost {wall - n * period:.1f} s", flush=True)
+
+    med = lambda i: statistics.median(x[i] for x in rounds)  # noqa: E731
+    print(f"steady-state throughput ratio ray/in-process: median {med(0):.3f} over {len(rounds)} rounds "
+          f"{r([x[0] for x in rounds])} (compute-only epochs: {med(1):.3f})")
+    print(f"ray fixed start-up cost: median {med(2):.1f} s {r([x[2] for x in rounds])} "
+          f"(in-process fixed cost {statistics.median(x[2] for x in local):.1f} s); "
           f"wall time minus {n} steady-state epoch periods")
 
 
