@@ -154,7 +154,7 @@ def run_stage(cfg: ErasableMaskConfig, stage: int, ctx: StageContext, *, inputs:
         loader = _batches(trainer, ctx, cfg, stage, epoch)
         n_steps = len(loader) if max_steps is None else min(len(loader), max_steps)
         bar = progress_bar(total=n_steps, desc=f"stage {stage} epoch {epoch + 1}/{epochs}", unit="step",
-                   disable=not (ctx.progress and ctx.rank == 0), leave=True, dynamic_ncols=True)
+                           disable=not (ctx.progress and ctx.rank == 0), leave=True, dynamic_ncols=True)
         logs: list[dict[str, float]] = []
         for i, batch in enumerate(loader):
             if i >= n_steps:

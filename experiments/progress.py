@@ -4,7 +4,8 @@ On a terminal a bar redraws at most 10 times a second (tqdm's default). When
 stderr is a file or a pipe (a Ray worker, whose output Ray's log monitor
 ships to the driver line by line; CI; ``nohup``) every redraw is a new line,
 so the bar becomes a periodic line instead: one every ``PERIODIC_LINE_S``
-seconds, plus the last one. Postfix updates never force a redraw.
+seconds, plus the last one. Callers that update a postfix every step pass
+``refresh=False``, so the postfix does not force a redraw either.
 """
 
 from __future__ import annotations
