@@ -8,6 +8,7 @@ the same run must fail the replica check (so the check can fail here).
 
 from __future__ import annotations
 
+import math
 import socket
 import traceback
 from pathlib import Path
@@ -54,7 +55,7 @@ def _worker(rank: int, port: int, out: str, use_ddp: bool) -> None:
         )
         result = run_stage(cfg, 1, ctx)
         gp = result.history[-1]["train/D/L_gp"]  # the penalty was computed (and is finite)
-        (Path(out) / f"rank{rank}.ok").write_text(f"{result.global_step} {gp == gp}")
+        (Path(out) / f"rank{rank}.ok").write_text(f"{result.global_step} {math.isfinite(gp)}")
     except Exception:
         (Path(out) / f"rank{rank}.err").write_text(traceback.format_exc())
     finally:
