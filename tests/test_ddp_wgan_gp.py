@@ -58,8 +58,10 @@ def _worker(rank: int, port: int, out: str, use_ddp: bool) -> None:
         (Path(out) / f"rank{rank}.ok").write_text(f"{result.global_step} {math.isfinite(gp)}")
     except Exception:
         (Path(out) / f"rank{rank}.err").write_text(traceback.format_exc())
-    finally:
-        dist.destroy_process_group()
+    # Both ranks end here, in either case (the replica check fails on every rank); tearing gloo down
+    # while the other rank still talks to it aborts the process.
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 def _run(tmp_path: Path, use_ddp: bool) -> dict[str, str]:
