@@ -14,8 +14,8 @@ Nothing is pickled: tensors go to safetensors, everything else to JSON
 as they were; optimiser state dicts round-trip exactly).
 
 Writes are atomic: the directory is assembled under a temporary name in the
-same folder and renamed into place (``os.replace``), so a reader sees either
-no checkpoint or a complete one.
+same folder and renamed into place (:func:`erasablemask.models.io.atomic_dir`), so a
+reader sees either no checkpoint or a complete one.
 
 Fit checks (:func:`load_checkpoint`): the config sections that determine a
 stage's weights (:data:`STAGE_SECTIONS`; ``compute`` and ``tracking`` never
@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Mapping
@@ -40,6 +38,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from erasablemask.experiments.config import ErasableMaskConfig
+from erasablemask.models.io import atomic_dir
 
 __all__ = [
     "FORMAT", "STAGE_SECTIONS", "CheckpointMismatch", "Checkpoint", "save_checkpoint", "load_checkpoint",
@@ -205,25 +204,13 @@ def save_checkpoint(
         "shapes": {name: {k: list(v.shape) for k, v in m.state_dict().items()} for name, m in modules.items()},
         "torch": torch.__version__,
     }
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    with atomic_dir(path) as tmp:
         save_file(model_tensors, str(tmp / "models.safetensors"))
         save_file(state_tensors, str(tmp / "state.safetensors"))
         with open(tmp / "state.json", "w") as fh:
             json.dump({"meta": meta, "state": skeleton}, fh)
             fh.flush()
             os.fsync(fh.fileno())
-        if path.exists():  # re-saving an epoch after resuming from an earlier one
-            trash = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(path, trash)
-            os.replace(tmp, path)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 

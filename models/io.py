@@ -4,6 +4,7 @@
   writes goes to a temporary name in the destination folder and is renamed
   onto the destination (``os.replace``) only when complete, so a reader (or
   a crash) never sees half a file; on error the temporary file is removed.
+  :func:`atomic_dir` does the same for a folder (checkpoints).
 - :func:`read_state_dict`: ``.safetensors``, or ``.pt``/``.pth`` read with
   ``torch.load(weights_only=True)`` — never an arbitrary unpickle.
 - :func:`load_state_dict_checked`: strict loading that lists every missing,
@@ -14,6 +15,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -23,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 __all__ = [
-    "atomic_path", "write_text_atomic", "read_state_dict", "StateDictMismatch", "load_state_dict_checked",
+    "atomic_path", "atomic_dir", "write_text_atomic", "read_state_dict", "StateDictMismatch", "load_state_dict_checked",
     "strip_prefix",
 ]
 
@@ -52,6 +54,31 @@ def atomic_path(path: str | Path, *, mode: int = 0o644) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """An empty temporary folder beside ``path``; renamed onto ``path`` when the block ends without error.
+
+    An existing ``path`` is first renamed aside and deleted after the new
+    folder is in place, so ``path`` is always either the old folder or the
+    complete new one. If the block raises, the temporary folder is deleted
+    and ``path`` is left as it was. The parent folder is created.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        if path.exists():
+            trash = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
+            os.replace(path, trash)
+            os.replace(tmp, path)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:

@@ -11,7 +11,6 @@ calls; this module only supplies a Ray-flavoured
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Any
 
 from erasablemask.experiments.config import ErasableMaskConfig
 from erasablemask.experiments.context import FaultInjected, JsonlReporter, StageContext, derive_seed
+from erasablemask.models.io import atomic_dir
 from erasablemask.platform.tracking import log_metrics, optional_stage_run, optional_tracker
 
 STAGES = (1, 2, 3)
@@ -197,12 +197,8 @@ def run_stage_on_ray(
     if result.checkpoint is None:
         raise RuntimeError(f"stage {stage} reported no checkpoint (0 epochs?)")
     final = run_dir / f"stage{stage}" / "final"
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".final-", dir=final.parent))
-    result.checkpoint.to_directory(str(tmp))
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    with atomic_dir(final) as tmp:
+        result.checkpoint.to_directory(str(tmp))
     return StageOutcome(stage, final, dict(result.metrics or {}), time.perf_counter() - start, run_id)
 
 

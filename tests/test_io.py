@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from erasablemask.models.io import (
-    StateDictMismatch, atomic_path, load_state_dict_checked, read_state_dict, strip_prefix, write_text_atomic,
+    StateDictMismatch, atomic_dir, atomic_path, load_state_dict_checked, read_state_dict, strip_prefix, write_text_atomic,
 )
 
 
@@ -25,6 +25,24 @@ def test_atomic_path_publishes_only_complete_files(tmp_path):
             raise RuntimeError("disk full")
     assert dest.read_text() == "first"  # the old file is untouched
     assert sorted(p.name for p in dest.parent.iterdir()) == ["out.txt"]  # no temporary left behind
+
+
+def test_atomic_dir_replaces_a_folder_whole_or_not_at_all(tmp_path):
+    dest = tmp_path / "stage1" / "final"
+    with atomic_dir(dest) as tmp:
+        (tmp / "a.txt").write_text("old")
+    assert [p.name for p in dest.iterdir()] == ["a.txt"]
+
+    with pytest.raises(RuntimeError, match="worker died"):
+        with atomic_dir(dest) as tmp:
+            (tmp / "b.txt").write_text("half")
+            raise RuntimeError("worker died")
+    assert [p.name for p in dest.iterdir()] == ["a.txt"]  # the old folder is untouched
+
+    with atomic_dir(dest) as tmp:
+        (tmp / "b.txt").write_text("new")
+    assert [p.name for p in dest.iterdir()] == ["b.txt"]  # replaced whole: no file of the old folder left
+    assert [p.name for p in dest.parent.iterdir()] == ["final"]  # no temporary or old folder left behind
 
 
 def test_checked_loading_lists_every_problem_and_leaves_the_module_untouched():
