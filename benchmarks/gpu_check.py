@@ -34,9 +34,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import meta_aux as bench  # noqa: E402  (benchmarks/ is not a package)
 
-from erasablemask.experiments.losses import (  # noqa: E402
-    attribute_loss, discriminator_loss, erasion_loss, generator_gan_loss, reconstruction_loss,
-    stage1_discriminator_loss, stage1_generator_loss, stage3_loss,
+from erasablemask.experiments.curriculum.losses import (
+    attribute_loss,
+    discriminator_loss,
+    erasion_loss,
+    generator_gan_loss,
+    reconstruction_loss,
+    stage1_discriminator_loss,
+    stage1_generator_loss,
+    stage3_loss,
 )
 from erasablemask.models.attgan import AttGANDiscriminator, AttGANGenerator  # noqa: E402
 

@@ -30,11 +30,16 @@ from types import SimpleNamespace
 
 import torch
 
-from erasablemask.experiments.losses import (
-    attribute_loss, discriminator_loss, erasion_loss, generator_gan_loss, perturbation_loss, reconstruction_loss,
+from erasablemask.experiments.attacks.meta_auxiliary import TargetEmbeddings, adversarial_loss, make_generate
+from erasablemask.experiments.curriculum.losses import (
+    attribute_loss,
+    discriminator_loss,
+    erasion_loss,
+    generator_gan_loss,
+    perturbation_loss,
+    reconstruction_loss,
     stage2_loss,
 )
-from erasablemask.experiments.meta_aux import TargetEmbeddings, adversarial_loss, make_generate
 from erasablemask.models.attgan import AttGANDiscriminator, AttGANGenerator
 from erasablemask.models.erasablemask import ErasableMaskGenerator, Restorer
 from erasablemask.models.fr.registry import FaceRecognizer, FRSpec, Preprocessing
@@ -46,7 +51,7 @@ MINI = {"ir152": "iresnet", "irse50": "irse", "facenet": "incept", "mobile_face"
 def _configs() -> SimpleNamespace:
     """Stage1/2 and Attack config defaults; the paper's values inline if pydantic is missing (GPU image)."""
     try:
-        from erasablemask.experiments.config import AttackConfig, Stage1Config, Stage2Config
+        from erasablemask.experiments.config.schema import AttackConfig, Stage1Config, Stage2Config
         return SimpleNamespace(s1=Stage1Config(), s2=Stage2Config(), attack=AttackConfig(),
                                source="experiments.config")
     except ImportError:  # the lent GPU's python has torch but not pydantic
@@ -123,7 +128,7 @@ def set_batch(c: SimpleNamespace, batch: int) -> SimpleNamespace:
 def stage2_step(c: SimpleNamespace, method: str, step: int, dtype: torch.dtype | None) -> None:
     """One stage-2 step (Eq. 15) with attack ``method``; ``dtype`` enables autocast (e.g. bf16).
 
-    The same passes as ``experiments/stage2.py``'s ``Stage2Trainer.train_step`` (whose defaults take
+    The same passes as ``experiments/curriculum/stage2.py``'s ``Stage2Trainer.train_step`` (whose defaults take
     L_rec on ``protect(x, att_a)`` and train D on x_adv), rebuilt here from random weights: the trainer
     needs a full config, data and a stage-1 checkpoint, and the lent GPU's Python has no pydantic.
     """

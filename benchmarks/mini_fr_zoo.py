@@ -25,14 +25,14 @@ from pathlib import Path
 
 import torch
 
-from erasablemask.experiments.fr_mini import MiniZooWorld, ensure_mini_zoo, population_world
-from erasablemask.experiments.fr_mini_report import (
+from erasablemask.experiments.fr_tools.mini_report import (
     format_transfer,
     impersonation_pairs,
     impersonation_transfer,
     pgd_impersonate,
     zoo_quality,
 )
+from erasablemask.experiments.fr_tools.mini_zoo import MiniZooWorld, ensure_mini_zoo, population_world
 from erasablemask.models.fr import build
 
 

@@ -32,9 +32,9 @@ from pathlib import Path
 
 import torch
 
-from erasablemask.experiments.config import load_config
-from erasablemask.experiments.context import in_process_context
-from erasablemask.experiments.curriculum import run_stage
+from erasablemask.experiments.config.loading import load_config
+from erasablemask.experiments.curriculum.context import in_process_context
+from erasablemask.experiments.curriculum.loop import run_stage
 
 
 def _read(metrics: Path) -> tuple[list[float], list[float]]:
@@ -71,7 +71,7 @@ def main() -> None:
     print(f"config: miniworld_demo stage 1, {n} epochs, 1 worker x {args.cpus:g} CPU, "
           f"torch threads {torch.get_num_threads()}, {args.rounds} rounds", flush=True)
 
-    from erasablemask.platform import ray_runner
+    from erasablemask.platform.runners import ray_train as ray_runner
 
     with tempfile.TemporaryDirectory() as tmp:
         def in_process(i: int) -> tuple[float, float, float]:

@@ -31,8 +31,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from erasablemask.models.checks import check_image_range
-from erasablemask.models.io import load_state_dict_checked, read_state_dict, strip_prefix
+from erasablemask.models.image_checks import check_image_range
+from erasablemask.models.state_dicts import load_state_dict_checked, read_state_dict, strip_prefix
 
 __all__ = [
     "MAX_DIM", "LRELU_SLOPE", "AttGANGenerator", "AttGANDiscriminator", "check_attribute_code",

@@ -42,13 +42,14 @@ from __future__ import annotations
 import copy
 from typing import Literal, NamedTuple
 
+import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
 from erasablemask.models.attgan import AttGANGenerator, check_attribute_code
-from erasablemask.models.checks import check_image_range
+from erasablemask.models.image_checks import check_image_range
 
-__all__ = ["PerturbationEncoder", "ErasableMaskGenerator", "ProtectOutput", "Restorer"]
+__all__ = ["PerturbationEncoder", "ErasableMaskGenerator", "ProtectOutput", "Restorer", "restorer_code"]
 
 
 def _check_unit(value: float, name: str) -> float:
@@ -248,3 +249,8 @@ class Restorer(nn.Module):
                              f"((N, {n_attrs}) code of att_{'a' if self.attribute_input == 'source' else 'b'})")
         check_attribute_code(a, n_attrs, n, "a")
         return self.net.decode(self.net.encode_unchecked(x_adv), a)
+
+
+def restorer_code(restorer_input: str, a_a: torch.Tensor, a_b: torch.Tensor) -> torch.Tensor | None:
+    """The attribute code R decodes with (``protection.restorer_attribute_input``)."""
+    return {"neutral": None, "source": a_a, "target": a_b}[restorer_input]

@@ -38,7 +38,7 @@ import torch
 from PIL import Image, ImageFilter
 from torch import Tensor
 
-from erasablemask.models.checks import check_image_range
+from erasablemask.models.image_checks import check_image_range
 
 __all__ = [
     "EvalTransform", "EVAL_TRANSFORMS", "register_eval_transform", "build_eval_transform",

@@ -32,13 +32,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from erasablemask.models.checks import check_image_range
 from erasablemask.models.eval_transforms import (
     EVAL_TRANSFORMS,
     build_eval_transform,
     real_jpeg,
     std_in_model_units,
 )
+from erasablemask.models.image_checks import check_image_range
 
 __all__ = [
     "TRAINING_NOISE", "EVAL_TRANSFORMS", "build_eval_transform", "TrainingNoisePool",

@@ -21,8 +21,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
-from erasablemask.experiments.config import ErasableMaskConfig
-from erasablemask.models.io import write_text_atomic
+from erasablemask.experiments.config.schema import ErasableMaskConfig
+from erasablemask.models.atomic_files import write_text_atomic
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Packages whose versions go into every run's manifest.
@@ -186,7 +186,7 @@ class Tracker:
         self.log_artifacts(run_id, Path(checkpoint), "checkpoint")
         if stage == 1:
             return
-        from erasablemask.experiments.visualize import protection_grid
+        from erasablemask.experiments.evaluation.protection_grid import protection_grid
 
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / f"grid_stage{stage}.png"

@@ -13,7 +13,8 @@ from typing import Iterator
 
 import torch
 
-from erasablemask.experiments.config import ErasableMaskConfig, load_config
+from erasablemask.experiments.config.loading import load_config
+from erasablemask.experiments.config.schema import ErasableMaskConfig
 
 SURROGATES = ["mini_iresnet_arc_s0", "mini_incept_arc_s0"]  # two: the meta-auxiliary attack's minimum
 BLACK_BOX = ["mini_mobileface_arc_s0"]
@@ -39,7 +40,7 @@ def tiny_zoo(home: Path) -> Iterator[None]:
     """Private FR cache in ``home`` (TINY trains the mini models for 1 epoch); the active zoo world restored after."""
     import pytest
 
-    from erasablemask.experiments import fr_mini
+    from erasablemask.experiments.fr_tools import mini_zoo as fr_mini
 
     active = dict(fr_mini._ACTIVE)
     with pytest.MonkeyPatch.context() as mp:

@@ -28,7 +28,7 @@ from torch.utils.data import Dataset
 from erasablemask.experiments.data.attributes import ATTRIBUTES
 from erasablemask.experiments.data.miniworld_params import IdentityParams, ImageParams, sample_identity, sample_image
 from erasablemask.experiments.data.miniworld_render import render_face
-from erasablemask.models.io import atomic_path
+from erasablemask.models.atomic_files import atomic_path
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 

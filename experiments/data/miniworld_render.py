@@ -15,7 +15,14 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from erasablemask.experiments.data.attributes import ATTRIBUTES
-from erasablemask.experiments.data.miniworld_params import IdentityParams, ImageParams, SexedIdentity, hair_colour, natural_hair_colour, sexed
+from erasablemask.experiments.data.miniworld_params import (
+    IdentityParams,
+    ImageParams,
+    SexedIdentity,
+    hair_colour,
+    natural_hair_colour,
+    sexed,
+)
 
 CX, CY = 0.5, 0.47  # face centre
 _A = {name: i for i, name in enumerate(ATTRIBUTES)}

@@ -23,10 +23,10 @@ A split that mirrors the paper: surrogates ``mini_iresnet_arc_s0``,
 
 Weights (``WeightsSource(kind="trained_here")``) are trained on the
 mini-world identities that are *not* held out, plus FR-only identities
-beyond the world (see :mod:`erasablemask.experiments.fr_mini`), and cached by config hash as
+beyond the world (see :mod:`erasablemask.experiments.fr_tools.mini_zoo`), and cached by config hash as
 ``cache_dir()/mini_fr/<name>-<hash>.safetensors``; thresholds are calibrated
 on the held-out identities. Both happen in
-:mod:`erasablemask.experiments.fr_mini`, which the factory calls lazily when
+:mod:`erasablemask.experiments.fr_tools.mini_zoo`, which the factory calls lazily when
 ``weights`` is ``None`` (so ``build("mini_...")`` trains on demand). This is
 the one place the models layer reaches up to experiments, and only at call
 time, because "trained here" weights have no other source.
@@ -51,7 +51,7 @@ from erasablemask.models.fr.registry import (
     get_spec,
     register,
 )
-from erasablemask.models.io import load_state_dict_checked
+from erasablemask.models.state_dicts import load_state_dict_checked
 
 __all__ = ["MiniRecipe", "MINI_RECIPES", "build_mini_recognizer", "load_mini_weights"]
 
@@ -169,7 +169,7 @@ def _make_factory(name: str):
             return model
         if weights is None:
             # Lazy upward call (see module docstring): train/calibrate if not cached.
-            fr_mini = importlib.import_module("erasablemask.experiments.fr_mini")
+            fr_mini = importlib.import_module("erasablemask.experiments.fr_tools.mini_zoo")
             weights = fr_mini.ensure_mini_model(name)
         return load_mini_weights(model, weights)
 

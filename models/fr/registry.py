@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from erasablemask.models.checks import check_image_range
+from erasablemask.models.image_checks import check_image_range
 
 WeightsKind = Literal["none", "path", "url", "package", "trained_here"]
 

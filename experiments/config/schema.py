@@ -1,0 +1,338 @@
+"""The one typed configuration schema (pydantic v2).
+
+The paper's values are the defaults (§V-A: λ_att 10, λ_rec 150, λ_G 1,
+λ_adv 200, λ_era 150, λ_perb 1; β 0.5; σ1 30; 200/100/50 epochs; lr 2e-5;
+noise pool JPEG 50 / Gaussian var 0.003 / resize 1/4; 13 attributes; 256²).
+Every value the paper leaves open is an explicit field whose comment says
+where its default came from. YAML files in ``experiments/configs/`` override
+the defaults; dotted ``key.path=value`` overrides apply on top. Unknown keys,
+wrong types and out-of-range values fail before anything runs, naming the
+key path and the allowed values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from erasablemask.experiments.data.attributes import ATTRIBUTES
+
+NonNeg = Annotated[float, Field(ge=0)]
+Unit = Annotated[float, Field(ge=0, le=1)]
+PosInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+LR = Annotated[float, Field(ge=0)]
+FAR = Annotated[float, Field(gt=0, lt=1)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class MiniWorldConfig(_Strict):
+    """The synthetic mini-world (experiments/data/miniworld.py)."""
+
+    n_identities: PosInt = 48
+    images_per_identity: PosInt = 24
+    # Identities reserved as impersonation targets and for FR threshold
+    # calibration: never seen by the mini FR models or the generator.
+    heldout_identities: NonNegInt = 8
+    # The mini FR zoo's training population (experiments/fr_tools/mini_zoo.py): FR-only
+    # identities the generator never sees (a stand-in for MS1M/CASIA; with the
+    # world's 40 identities alone TAR@FAR0.01 was ≈0.5), and how many images of
+    # each are used.
+    fr_extra_identities: NonNegInt = 160
+    fr_extra_images_per_identity: Annotated[int, Field(ge=2)] = 12
+    # Overrides every mini FR recipe's epochs (tests, quick runs); null: each recipe's own.
+    fr_epochs: PosInt | None = None
+
+
+class DataConfig(_Strict):
+    kind: Literal["miniworld", "celebahq", "ffhq", "folder"] = "miniworld"
+    root: Path | None = None
+    attr_file: Path | None = None
+    image_size: Annotated[int, Field(ge=64, le=512)] = 256  # paper §V-A: 256×256
+    # Attribute coding at the generator input. Not in the paper; AttGAN-PyTorch
+    # (the paper's ref. [40] implementation) codes labels ±0.5.
+    attribute_coding: Literal["pm0.5", "pm1", "01"] = "pm0.5"
+    mode_policy: Literal["convert", "refuse"] = "convert"
+    miniworld: MiniWorldConfig = MiniWorldConfig()
+
+    @model_validator(mode="after")
+    def _real_needs_root(self) -> "DataConfig":
+        if self.kind != "miniworld" and self.root is None:
+            raise ValueError(f"data.root is required for data.kind='{self.kind}'; set it to the image folder")
+        return self
+
+
+class ModelConfig(_Strict):
+    """AttGAN sizes (AttGAN-PyTorch defaults: width 64, 5 layers, 1 shortcut, 1 inject)."""
+
+    attributes: list[str] = Field(default_factory=lambda: list(ATTRIBUTES))
+    enc_dim: PosInt = 64
+    enc_layers: Annotated[int, Field(ge=1, le=7)] = 5
+    dec_dim: PosInt = 64
+    dec_layers: Annotated[int, Field(ge=1, le=7)] = 5
+    shortcut_layers: NonNegInt = 1
+    inject_layers: NonNegInt = 1
+    dis_dim: PosInt = 64
+    dis_layers: Annotated[int, Field(ge=1, le=7)] = 5
+    dis_fc_dim: PosInt = 1024
+
+    @model_validator(mode="after")
+    def _known_attributes(self) -> "ModelConfig":
+        unknown = [a for a in self.attributes if a not in ATTRIBUTES]
+        if unknown:
+            raise ValueError(f"model.attributes has unknown names {unknown}; allowed: {list(ATTRIBUTES)}")
+        return self
+
+
+class ProtectionConfig(_Strict):
+    """ErasableMask's generator and restorer (§IV-B, §IV-C)."""
+
+    beta: Unit = 0.5  # Eq. 6, paper §V-G3
+    # γ is not given. Reading: γ weights the CLEAN branch (larger γ → better
+    # erasion and quality, lower ASR, as the γ ablation describes). The paper's
+    # main ASR (FaceNet 64.0) is above its γ=0.1 ablation (56.67), so its
+    # default must be below 0.1 under this reading: 0.05 is our choice.
+    gamma: Unit = 0.05
+    gamma_weights: Literal["clean", "adversarial"] = "clean"
+    inject: bool = True
+    # A trusted authority sees only x_adv: the restorer gets a neutral (all
+    # zero) attribute code by default; "source" is the oracle upper bound.
+    restorer_attribute_input: Literal["neutral", "source", "target"] = "neutral"
+    # BatchNorm of E_adv in stage 2 (not in the paper): "batch" (a trainable
+    # module in train mode normalises with batch statistics) or "frozen" (the
+    # running statistics copied from G_enc are kept, so training and use match).
+    perturbation_bn: Literal["batch", "frozen"] = "batch"
+
+
+class AdamConfig(_Strict):
+    lr: LR = 2e-5  # paper §V-A
+    # Not given in the paper; AttGAN-PyTorch uses (0.5, 0.999).
+    betas: tuple[Unit, Unit] = (0.5, 0.999)
+
+
+class Stage1Config(_Strict):
+    """Eq. 14: L1 = λ_rec L_rec + λ_att L_att^G + λ_G L_G (D: L_D + λ_att_D L_att^D)."""
+
+    epochs: NonNegInt = 200
+    batch_size: PosInt = 32  # not given in the paper; AttGAN-PyTorch uses 32
+    optimizer: AdamConfig = AdamConfig()
+    lambda_rec: NonNeg = 150.0
+    lambda_att: NonNeg = 10.0
+    lambda_G: NonNeg = 1.0
+    lambda_att_D: NonNeg = 1.0  # weight of L_att^D in D's loss; AttGAN-PyTorch: 1
+    gan_loss: Literal["log", "wgan_gp"] = "log"  # Eq. 3 is the log loss; AttGAN uses WGAN-GP
+    gradient_penalty: NonNeg = 10.0  # only for wgan_gp (AttGAN-PyTorch: 10)
+    d_steps_per_g_step: PosInt = 1  # AttGAN-PyTorch: 5 with WGAN-GP; the paper is silent
+    # How training att_b is drawn from att_a (paper silent): "shuffle"
+    # permutes att_a across the batch (AttGAN-PyTorch); "flip" flips each
+    # attribute with probability att_b_flip_prob, then resolves conflicts.
+    att_b_sampling: Literal["shuffle", "flip"] = "shuffle"
+    att_b_flip_prob: Unit = 0.25
+
+
+class Stage2Config(_Strict):
+    """Eq. 15: λ_att L_att^G + λ_rec L_rec + λ_G L_G + λ_adv L_adv + λ_era L_era + λ_perb L_perb."""
+
+    epochs: NonNegInt = 100
+    batch_size: PosInt = 8  # not given in the paper; fits a 24 GB GPU at 256² with 3 surrogates
+    optimizer: AdamConfig = AdamConfig()
+    lambda_att: NonNeg = 10.0
+    lambda_rec: NonNeg = 150.0
+    lambda_G: NonNeg = 1.0
+    lambda_adv: NonNeg = 200.0
+    lambda_era: NonNeg = 150.0
+    lambda_perb: NonNeg = 1.0
+    sigma1: NonNeg = 30.0  # Eq. 8
+    # Units of ‖x_adv − x_cov‖₂ in Eq. 8 (not given in the paper).
+    # "unit_per_image" (default): L2 over one image's values in [-1, 1],
+    # averaged over the batch. At 256² (196,608 values) σ1 = 30 is an RMS
+    # deviation of 30/√196608 ≈ 0.068, i.e. ≈ 8.7/255 grey levels: a
+    # plausible perturbation budget, which no other reading gives
+    # ("pixels255_per_image" would make σ1 = 30 a 0.07-grey-level budget).
+    perb_units: Literal["unit_per_image", "pixels255_per_image"] = "unit_per_image"
+    # σ1 is stated for 256² images; when true it is scaled by √(H·W)/256 so the
+    # RMS budget is the same at other sizes (the mini-world runs at 64²).
+    sigma1_scale_with_size: bool = True
+    # Eq. 13's sum over samples of per-sample L2; "mean" divides by N.
+    era_reduction: Literal["sum", "mean"] = "mean"
+    # Eq. 15 lists L_rec although G is fixed in stage 2 (paper silent on what it
+    # constrains). "frozen_generator" (default): Eq. 5 as written on the frozen
+    # G, a constant logged only; "adversarial_att_a": Eq. 5 with the fused
+    # encoder of Eq. 6 in place of G_enc, ‖G_dec(z_adv(x), att_a) − x‖₁, which
+    # constrains E_adv; "none": dropped.
+    rec_on: Literal["frozen_generator", "adversarial_att_a", "none"] = "frozen_generator"
+    # The paper fixes only G_enc, G_dec in stage 2; D keeps training on
+    # L_D + λ_att_D L_att^D with x_adv as the fake (true) or stays fixed (false).
+    train_discriminator: bool = True
+
+
+class Stage3Config(_Strict):
+    """Eq. 16: L3 = L_era, R alone on noised protected faces."""
+
+    epochs: NonNegInt = 50
+    batch_size: PosInt = 8
+    optimizer: AdamConfig = AdamConfig()
+
+
+class TargetConfig(_Strict):
+    """Impersonation target(s).
+
+    ``miniworld_heldout``: ``count`` held-out mini-world identities, one image
+    each for training and a different image of the same identity for
+    evaluation (the AMT-GAN convention). ``images``: explicit image paths.
+    """
+
+    mode: Literal["miniworld_heldout", "images"] = "miniworld_heldout"
+    count: PosInt = 1
+    # miniworld_heldout only. "seeded": identities drawn with a seed derived
+    # from cfg.seed, each one's first train-split image. "typical": the
+    # attacker's choice with white-box knowledge only — the held-out identities
+    # whose train-split images the surrogates verify most consistently, and each
+    # one's most typical train image (experiments/evaluation/targets.py).
+    selection: Literal["seeded", "typical"] = "seeded"
+    train_images: list[Path] = Field(default_factory=list)
+    eval_images: list[Path] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _paired(self) -> "TargetConfig":
+        if self.mode == "images":
+            if not self.train_images or len(self.train_images) != len(self.eval_images):
+                raise ValueError(
+                    "attack.target.train_images and eval_images must be non-empty and the same length "
+                    "(one training and one evaluation image per target identity)"
+                )
+        return self
+
+
+class AttackConfig(_Strict):
+    """The meta-auxiliary attack (Algorithm 1, Eq. 9–12)."""
+
+    method: Literal["meta_auxiliary", "first_order", "ensemble"] = "meta_auxiliary"
+    surrogates: list[str] = Field(default_factory=lambda: ["ir152", "irse50", "facenet"])
+    black_box: list[str] = Field(default_factory=lambda: ["mobile_face", "arcface_r100", "cosface_r100"])
+    # Alg. 1's inner "lr" is not given; MAML-style inner steps are larger than
+    # the outer lr. Our choice, to sweep.
+    meta_lr: LR = 1e-2
+    # ε of Eq. 12 is not given: L_adv stops pushing once the mean loss is
+    # below ε (1 − cos); 0.2 is our choice, to sweep.
+    epsilon: NonNeg = 0.2
+    adaptive_weights: bool = True  # Eq. 11
+    target: TargetConfig = TargetConfig()
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> "AttackConfig":
+        both = sorted(set(self.surrogates) & set(self.black_box))
+        if both:
+            raise ValueError(f"attack: model(s) {both} listed as both surrogate and black-box; a model is one or the other")
+        if not self.surrogates:
+            raise ValueError("attack.surrogates is empty; list at least one FR model name")
+        if self.method != "ensemble" and len(self.surrogates) < 2:
+            raise ValueError("attack.method meta_auxiliary/first_order needs ≥ 2 surrogates (one primary, ≥ 1 auxiliary)")
+        return self
+
+
+class NoisePoolConfig(_Strict):
+    """Training noise pool (§IV-D)."""
+
+    layers: list[Literal["identity", "jpeg", "gaussian", "resize"]] = Field(
+        default_factory=lambda: ["identity", "jpeg", "gaussian", "resize"]
+    )
+    jpeg_quality: Annotated[int, Field(ge=1, le=100)] = 50
+    jpeg_mode: Literal["kornia", "straight_through"] = "kornia"
+    gaussian_variance: NonNeg = 0.003  # on images in [0, 1] (the usual reading)
+    resize_factor: Annotated[float, Field(gt=0, le=1)] = 0.25
+    per: Literal["batch", "image"] = "batch"
+
+
+class EvaluationConfig(_Strict):
+    fars: list[FAR] = Field(default_factory=lambda: [0.1, 0.01, 0.001])
+    asr_far: FAR = 0.01  # τ1: "0.01 times the FAR" = the field's threshold at FAR 0.01
+    esr_far: FAR = 0.1  # τ2 (Eq. 18): threshold at FAR 0.1
+    transforms: list[str] = Field(
+        default_factory=lambda: ["none", "jpeg", "gaussian", "resize", "median", "rotate", "center_crop"]
+    )
+    max_images: NonNegInt = 0  # 0 = the whole test split
+
+
+class TrackingConfig(_Strict):
+    # None: $MLFLOW_TRACKING_URI, else sqlite:///<run_dir>/mlflow.db (never ./mlruns).
+    tracking_uri: str | None = None
+    experiment_name: str = "erasablemask"
+    run_dir: Path = Path("runs")
+
+
+class FaultInjectionConfig(_Strict):
+    """For tests only: make a worker fail once at (stage, step)."""
+
+    stage: Literal[0, 1, 2, 3] = 0  # 0 = off
+    step: NonNegInt = 0
+
+
+class ComputeConfig(_Strict):
+    num_workers: PosInt = 1
+    use_gpu: bool = False
+    cpus_per_worker: Annotated[float, Field(gt=0)] = 1.0
+    storage_path: Path | None = None  # Ray storage; default <run_dir>/ray
+    max_failures: NonNegInt = 1
+    num_to_keep: PosInt = 2
+    checkpoint_every_epochs: PosInt = 1
+    fault_injection: FaultInjectionConfig = FaultInjectionConfig()
+
+
+class ErasableMaskConfig(_Strict):
+    seed: NonNegInt = 0
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    protection: ProtectionConfig = ProtectionConfig()
+    stage1: Stage1Config = Stage1Config()
+    stage2: Stage2Config = Stage2Config()
+    stage3: Stage3Config = Stage3Config()
+    attack: AttackConfig = AttackConfig()
+    noise_pool: NoisePoolConfig = NoisePoolConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    compute: ComputeConfig = ComputeConfig()
+
+    @model_validator(mode="after")
+    def _registered_models(self) -> "ErasableMaskConfig":
+        from erasablemask.models.fr import available
+
+        known = set(available())
+        for key in ("surrogates", "black_box"):
+            bad = [m for m in getattr(self.attack, key) if m not in known]
+            if bad:
+                raise ValueError(f"attack.{key}: unknown FR model(s) {bad}; registered: {sorted(known)}")
+        from erasablemask.models.noise_pool import EVAL_TRANSFORMS
+
+        bad = [t for t in self.evaluation.transforms if t not in EVAL_TRANSFORMS]
+        if bad:
+            raise ValueError(f"evaluation.transforms: unknown {bad}; allowed: {sorted(EVAL_TRANSFORMS)}")
+        return self
+
+    def digest(self) -> str:
+        """Stable hash of the resolved config (checkpoint/cache keys)."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted key → value, e.g. ``{"stage2.lambda_adv": 200.0}`` (for MLflow params)."""
+        out: dict[str, Any] = {}
+
+        def walk(prefix: str, node: Any) -> None:
+            if isinstance(node, dict):
+                for k, v in node.items():
+                    walk(f"{prefix}.{k}" if prefix else k, v)
+            else:
+                out[prefix] = node
+
+        walk("", self.model_dump(mode="json"))
+        return out
+
+

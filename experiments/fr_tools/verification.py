@@ -1,0 +1,153 @@
+"""Face verification with a registered FR model: load photos, embed, compare.
+
+Images are read with Pillow into the project's convention, ``(3, H, W)``
+float in ``[-1, 1]``, RGB:
+
+- EXIF orientation is applied (``ImageOps.exif_transpose``), so a photo is
+  embedded the way a viewer shows it; no other EXIF data is used.
+- Palette, greyscale and CMYK images are converted to RGB; images with an
+  alpha channel (RGBA, LA, palette transparency) are composited on a
+  ``background`` colour (white by default) first, instead of dropping alpha
+  (which would expose whatever colour transparent pixels happen to store).
+
+Similarity is the cosine of the model's L2-normalised embeddings. A pair is
+accepted ("same person") at a given FAR when ``cosine > threshold`` (strict,
+the convention of the field's evaluation code and of
+:func:`erasablemask.experiments.fr_tools.calibration.thresholds_at_far`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from erasablemask.experiments.progress import progress_bar
+from erasablemask.models.fr.registry import FaceRecognizer, UncalibratedError
+
+__all__ = ["decisions", "embed_images", "load_face_image", "verify_pair"]
+
+
+def load_face_image(
+    path: str | Path,
+    size: tuple[int, int] | None = None,
+    *,
+    background: tuple[int, int, int] = (255, 255, 255),
+) -> torch.Tensor:
+    """Read one image file as ``(3, H, W)`` float32 RGB in ``[-1, 1]``.
+
+    Args:
+        path: image file (anything Pillow reads).
+        size: optional ``(height, width)`` to resize to (bilinear, antialiased);
+            ``None`` keeps the native size (FR models resize themselves).
+        background: RGB colour transparent pixels are composited on.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: the file is not a readable image (names the file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image '{path}' not found; check the path (and --images DIR)")
+    try:
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)
+            if im.mode == "P":
+                im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+            if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+                rgba = im.convert("RGBA")
+                canvas = Image.new("RGBA", rgba.size, (*background, 255))
+                im = Image.alpha_composite(canvas, rgba)
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                arr16 = np.asarray(im, dtype=np.float64)
+                im = Image.fromarray(np.clip(arr16 / max(arr16.max(), 1.0) * 255, 0, 255).astype(np.uint8))
+            im = im.convert("RGB")
+            if size is not None:
+                im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+            arr = np.asarray(im, dtype=np.float32)
+    except (UnidentifiedImageError, OSError) as e:
+        raise ValueError(f"image '{path}' could not be read ({e}); convert it to JPEG or PNG") from e
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous() / 127.5 - 1.0
+
+
+@torch.no_grad()
+def embed_images(
+    model: FaceRecognizer,
+    paths: Sequence[str | Path],
+    *,
+    batch_size: int = 32,
+    image_size: tuple[int, int] | None = None,
+    progress: bool = True,
+) -> torch.Tensor:
+    """Embed each image file once.
+
+    Each image is resized to the model's input size on load, with the
+    wrapper's own :meth:`~FaceRecognizer.crop_and_resize` (so the result is
+    what ``model(image)`` gives), and then batched; for models with a centre
+    crop, only images of equal size are batched.
+
+    Args:
+        model: a built FR model (any device; inputs are moved to it).
+        paths: image files.
+        batch_size: images per forward pass.
+        image_size: optional ``(height, width)`` every image is resized to on load.
+        progress: show a tqdm bar.
+
+    Returns:
+        ``(len(paths), embedding_size)`` float32 CPU tensor of unit-norm rows.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    device = next((t.device for t in model.parameters()), torch.device("cpu"))
+    # Resize each image on load with the model's own op (forward then skips it), so that all
+    # images batch and only model-sized copies are held in memory.
+    shrink = model.spec.preprocessing.center_crop == 1.0
+    images = []
+    for path in progress_bar(paths, desc="load", disable=not progress):
+        im = load_face_image(path, image_size)
+        images.append(model.crop_and_resize(im[None])[0] if shrink else im)
+    by_size: dict[tuple[int, int], list[int]] = {}
+    for i, im in enumerate(images):
+        by_size.setdefault(tuple(im.shape[-2:]), []).append(i)
+    out = torch.empty(len(images), model.spec.embedding_size)
+    bar = progress_bar(total=len(images), desc=f"embed ({model.spec.name})", disable=not progress)
+    for idx in by_size.values():
+        for start in range(0, len(idx), batch_size):
+            chunk = idx[start : start + batch_size]
+            batch = torch.stack([images[i] for i in chunk]).to(device)
+            out[chunk] = model(batch).float().cpu()
+            bar.update(len(chunk))
+    bar.close()
+    return out
+
+
+def decisions(model: FaceRecognizer, cosine: float) -> list[dict]:
+    """Accept/reject ``cosine`` at every FAR the model has a threshold for.
+
+    Returns:
+        One ``{"far", "threshold", "same"}`` per known FAR, descending FAR
+        (0.1, 0.01, 0.001: the paper's column order); empty when the model is
+        uncalibrated.
+    """
+    rows = []
+    for far in sorted(model.spec.thresholds, reverse=True):
+        try:
+            thr = model.threshold(far)
+        except UncalibratedError:  # pragma: no cover - spec keys are the known FARs
+            continue
+        rows.append({"far": far, "threshold": thr, "same": bool(cosine > thr)})
+    return rows
+
+
+def verify_pair(model: FaceRecognizer, a: str | Path, b: str | Path) -> dict:
+    """Cosine similarity of two photos and the decision at each known FAR.
+
+    Returns:
+        ``{"cosine": float, "decisions": [{"far", "threshold", "same"}, ...]}``.
+    """
+    emb = embed_images(model, [a, b], batch_size=1, progress=False)
+    cosine = float((emb[0] * emb[1]).sum())
+    return {"cosine": cosine, "decisions": decisions(model, cosine)}
