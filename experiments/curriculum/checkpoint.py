@@ -42,6 +42,7 @@ from erasablemask.models.atomic_files import atomic_dir
 
 __all__ = [
     "FORMAT", "STAGE_SECTIONS", "CheckpointMismatch", "Checkpoint", "save_checkpoint", "load_checkpoint",
+    "read_checkpoint_meta",
     "find_latest_checkpoint", "encode_tree", "decode_tree", "config_mismatches", "capture_rng", "restore_rng",
 ]
 
@@ -255,6 +256,38 @@ class Checkpoint:
         module.load_state_dict(sd, strict=True)
 
 
+def _read_state_json(path: Path) -> dict[str, Any]:
+    meta_file = Path(path) / "state.json"
+    if not meta_file.is_file():
+        raise FileNotFoundError(
+            f"'{path}' is not a checkpoint directory (no state.json); pass a directory written by "
+            f"`erasablemask train`, e.g. RUN_DIR/stage1/checkpoints/stage1_epoch0001"
+        )
+    try:
+        blob = json.loads(meta_file.read_text())
+        meta = blob["meta"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise CheckpointMismatch(
+            f"checkpoint '{path}': state.json is unreadable ({err}); the checkpoint is damaged, "
+            f"use another one or train the stage again"
+        ) from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointMismatch(f"checkpoint '{path}' has format {meta.get('format')!r}; expected {FORMAT!r}")
+    return blob
+
+
+def read_checkpoint_meta(path: Path) -> dict[str, Any]:
+    """The ``meta`` of a checkpoint directory (format, stage, epoch, global_step, complete, config, shapes).
+
+    The one reader of ``state.json`` besides :func:`load_checkpoint` (which also checks the config).
+
+    Raises:
+        FileNotFoundError: not a checkpoint directory.
+        CheckpointMismatch: ``state.json`` unreadable or of another format.
+    """
+    return _read_state_json(Path(path))["meta"]
+
+
 def load_checkpoint(
     path: Path,
     cfg: ErasableMaskConfig,
@@ -281,16 +314,8 @@ def load_checkpoint(
             that differ (all named, with both values).
     """
     path = Path(path)
-    meta_file = path / "state.json"
-    if not meta_file.is_file():
-        raise FileNotFoundError(
-            f"'{path}' is not a checkpoint directory (no state.json); pass a directory written by "
-            f"`erasablemask train`, e.g. RUN_DIR/stage1/checkpoints/stage1_epoch0001"
-        )
-    blob = json.loads(meta_file.read_text())
+    blob = _read_state_json(path)
     meta = blob["meta"]
-    if meta.get("format") != FORMAT:
-        raise CheckpointMismatch(f"checkpoint '{path}' has format {meta.get('format')!r}; expected {FORMAT!r}")
     if int(meta["stage"]) != stage:
         raise CheckpointMismatch(
             f"checkpoint '{path}' is from stage {meta['stage']}, but stage {stage} "

@@ -232,14 +232,13 @@ def evaluate_checkpoint(
     Returns:
         ``{"metrics": {...}, "n_images": int, "targets": [...], "checkpoint": str, "stage": int}``.
     """
-    import json
 
     from erasablemask.experiments.curriculum.build import load_protection_models
-    from erasablemask.experiments.curriculum.checkpoint import load_checkpoint
+    from erasablemask.experiments.curriculum.checkpoint import load_checkpoint, read_checkpoint_meta
     from erasablemask.experiments.evaluation.targets import build_targets
     from erasablemask.experiments.fr_tools.zoo import build_fr_models
 
-    stage = int(json.loads((Path(checkpoint) / "state.json").read_text())["meta"]["stage"])
+    stage = int(read_checkpoint_meta(Path(checkpoint))["stage"])
     if stage not in (2, 3):
         raise ValueError(f"checkpoint '{checkpoint}' is from stage {stage}; evaluate a stage-2 or stage-3 checkpoint")
     ckpt = load_checkpoint(checkpoint, cfg, stage=stage, purpose="input")

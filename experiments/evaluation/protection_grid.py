@@ -7,7 +7,6 @@ evaluation image), for a stage-2 or stage-3 checkpoint.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -38,13 +37,13 @@ def to_uint8_grid(rows: list[list[torch.Tensor]], *, labels: tuple[str, ...] = (
 def protection_grid(cfg: ErasableMaskConfig, checkpoint: Path, *, n: int = 8) -> Image.Image:
     """Grid of ``n`` test faces through a stage-2/3 checkpoint (module docstring)."""
     from erasablemask.experiments.curriculum.build import load_protection_models
-    from erasablemask.experiments.curriculum.checkpoint import load_checkpoint
+    from erasablemask.experiments.curriculum.checkpoint import load_checkpoint, read_checkpoint_meta
     from erasablemask.experiments.data.attribute_codes import code_attributes
     from erasablemask.experiments.evaluation.evaluate import evaluation_batches
     from erasablemask.experiments.evaluation.targets import build_targets, target_index_for
     from erasablemask.models.erasablemask import restorer_code
 
-    stage = int(json.loads((Path(checkpoint) / "state.json").read_text())["meta"]["stage"])
+    stage = int(read_checkpoint_meta(Path(checkpoint))["stage"])
     ckpt = load_checkpoint(checkpoint, cfg, stage=stage, purpose="input")
     _, _, protector, restorer = load_protection_models(cfg, ckpt, torch.device("cpu"))
     protector.eval()
