@@ -32,8 +32,8 @@ from erasablemask.experiments.fr_tools.mini_report import (
     pgd_impersonate,
     zoo_quality,
 )
-from erasablemask.experiments.fr_tools.mini_zoo import MiniZooWorld, ensure_mini_zoo, population_world
-from erasablemask.models.fr import build
+from erasablemask.experiments.fr_tools.mini_world import MiniZooWorld, population_world
+from erasablemask.experiments.fr_tools.mini_zoo import build_mini_model, ensure_mini_zoo
 
 
 def main() -> None:
@@ -50,7 +50,7 @@ def main() -> None:
     start = time.perf_counter()
     paths = ensure_mini_zoo(None, world, jobs=args.jobs, threads=1)
     print(f"zoo ready in {time.perf_counter() - start:.0f} s (cached models take ~0 s)\n")
-    quality = zoo_quality(paths)
+    quality = zoo_quality(paths, world)
     fars = sorted({k for r in quality for k in r if k.startswith("tar@")}, reverse=True)
     print(f"{'model':<24}{'params':>9}{'train s':>9}{'cpu s':>8}{'AUC':>8}" + "".join(f"{f:>11}" for f in fars))
     for r in quality:
@@ -60,7 +60,7 @@ def main() -> None:
         )
 
     torch.set_num_threads(1)
-    models = {n: build(n) for n in paths}
+    models = {n: build_mini_model(n, world, progress=False) for n in paths}
     src, tgt, ev = impersonation_pairs(population_world(world), world.heldout, args.pairs, seed=0)
     eps = args.eps / 255
     results = {}

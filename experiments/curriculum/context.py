@@ -105,21 +105,29 @@ class StageContext:
 
 @dataclass
 class StageResult:
-    """What :func:`erasablemask.experiments.curriculum.run_stage` returns.
+    """One finished stage, whatever ran it (the in-process loop or a Ray Train worker group).
+
+    Returned by :func:`erasablemask.experiments.curriculum.loop.run_stage` and by
+    both runners' ``run_stage`` (``platform/runners/``); the pipeline chains
+    ``final_checkpoint`` into the next stage.
 
     Attributes:
         stage: 1, 2 or 3.
-        final_checkpoint: the last checkpoint directory written (rank 0), the
-            input of the next stage; ``None`` on other ranks.
+        final_checkpoint: the last checkpoint directory written, on this
+            machine (rank 0; the Ray runner copies it out of Ray's storage);
+            the input of the next stage. ``None`` on other ranks.
         history: the per-epoch metric dicts, in order (resumed epochs included,
             read back from the checkpoint).
         global_step: optimisation steps taken in this stage in total.
+        wall_s: seconds this call took (a Ray stage: worker start-up and the
+            final copy included).
     """
 
     stage: int
     final_checkpoint: Path | None
     history: list[dict[str, Any]]
     global_step: int
+    wall_s: float = 0.0
 
 
 def parameter_fingerprint(modules: dict[str, nn.Module]) -> str:

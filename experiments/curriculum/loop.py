@@ -18,9 +18,8 @@ the steps an uninterrupted run takes (bitwise on CPU).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -29,7 +28,6 @@ from torch.utils.data import DataLoader, Dataset
 from erasablemask.experiments.config.schema import ErasableMaskConfig
 from erasablemask.experiments.curriculum.checkpoint import (
     capture_rng,
-    find_latest_checkpoint,
     load_checkpoint,
     restore_rng,
     save_checkpoint,
@@ -37,13 +35,12 @@ from erasablemask.experiments.curriculum.checkpoint import (
 from erasablemask.experiments.curriculum.context import (
     StageContext,
     StageResult,
-    in_process_context,
     parameter_fingerprint,
 )
 from erasablemask.experiments.progress import progress_bar
 from erasablemask.experiments.seeding import derive_seed, seed_everything
 
-__all__ = ["StageTrainer", "run_stage", "run_curriculum", "stage_epochs", "build_trainer", "checkpoint_name"]
+__all__ = ["StageTrainer", "run_stage", "stage_epochs", "build_trainer", "checkpoint_name"]
 
 
 class StageTrainer(Protocol):
@@ -134,6 +131,7 @@ def run_stage(cfg: ErasableMaskConfig, stage: int, ctx: StageContext, *, inputs:
     """
     if stage not in (1, 2, 3):
         raise ValueError(f"stage must be 1, 2 or 3; got {stage!r}")
+    started = time.perf_counter()
     epochs = stage_epochs(cfg, stage)
     resume = load_checkpoint(ctx.latest_checkpoint, cfg, stage=stage, purpose="resume") if ctx.latest_checkpoint else None
     torch.manual_seed(derive_seed(cfg.seed, "init", stage))  # identical initialisation on every rank
@@ -192,55 +190,4 @@ def run_stage(cfg: ErasableMaskConfig, stage: int, ctx: StageContext, *, inputs:
             final = path
         ctx.report(metrics, path)
     return StageResult(stage=stage, final_checkpoint=final if ctx.rank == 0 else None, history=history,
-                       global_step=global_step)
-
-
-@dataclass
-class CurriculumResult:
-    """Per-stage results of :func:`run_curriculum`."""
-
-    stages: dict[int, StageResult]
-
-
-def run_curriculum(
-    cfg: ErasableMaskConfig,
-    stages: Iterable[int],
-    run_dir: Path,
-    *,
-    ctx_factory: Callable[[int], StageContext] | None = None,
-    inputs: Path | None = None,
-    resume: Path | None = None,
-) -> CurriculumResult:
-    """Run ``stages`` in order in this process; each stage's final checkpoint feeds the next.
-
-    Args:
-        cfg: validated config.
-        stages: e.g. ``(1, 2, 3)`` or ``(2,)``.
-        run_dir: metrics (``metrics.jsonl``) and checkpoints (``stage<k>/checkpoints``).
-        ctx_factory: ``stage -> StageContext`` (default :func:`in_process_context`).
-        inputs: the first stage's input checkpoint; default: the newest complete
-            checkpoint of the previous stage under ``run_dir``.
-        resume: a checkpoint of the first stage to resume from.
-    """
-    run_dir = Path(run_dir)
-    stages = list(stages)
-    if not stages or any(s not in (1, 2, 3) for s in stages) or stages != sorted(set(stages)):
-        raise ValueError(f"stages must be increasing values from 1, 2, 3; got {stages}")
-    factory = ctx_factory or (lambda s: in_process_context(run_dir, s, keep=cfg.compute.num_to_keep))
-    results: dict[int, StageResult] = {}
-    prev = inputs
-    for n, stage in enumerate(stages):
-        if stage > 1 and prev is None:
-            prev = find_latest_checkpoint(run_dir / f"stage{stage - 1}", stage=stage - 1, complete=True)
-            if prev is None:
-                raise ValueError(
-                    f"stage {stage} needs stage {stage - 1}'s final checkpoint and none was found under "
-                    f"'{run_dir / f'stage{stage - 1}'}'; run stage {stage - 1} first or pass --inputs DIR"
-                )
-        ctx = factory(stage)
-        if n == 0 and resume is not None:
-            ctx.latest_checkpoint = Path(resume)
-        result = run_stage(cfg, stage, ctx, inputs=prev if stage > 1 else None)
-        results[stage] = result
-        prev = result.final_checkpoint
-    return CurriculumResult(stages=results)
+                       global_step=global_step, wall_s=time.perf_counter() - started)

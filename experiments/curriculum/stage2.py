@@ -55,8 +55,9 @@ from erasablemask.experiments.curriculum.losses import (
 from erasablemask.experiments.curriculum.optimization import adam, discriminator_step
 from erasablemask.experiments.data.attribute_codes import code_attributes, sample_att_b
 from erasablemask.experiments.data.splits import split_dataset
-from erasablemask.experiments.evaluation.evaluate import ProtectionValidator
+from erasablemask.experiments.evaluation.erasablemask_protection import ErasableMaskProtection
 from erasablemask.experiments.evaluation.targets import build_targets, target_index_for
+from erasablemask.experiments.evaluation.validator import ProtectionValidator
 from erasablemask.experiments.fr_tools.zoo import build_fr_models
 from erasablemask.models.erasablemask import restorer_code
 
@@ -97,6 +98,7 @@ class Stage2Trainer:
         self.dataset = split_dataset(cfg, "train")
         self.batch_size = cfg.stage2.batch_size
         self.validator = ProtectionValidator(cfg, {**self.surrogates, **self.black_box}, self.targets, dev)
+        self.protection = ErasableMaskProtection(cfg, self.protector, self.restorer)  # the live networks
 
     def _train_mode(self) -> None:
         self.protector.train()
@@ -158,7 +160,7 @@ class Stage2Trainer:
         means = self.weights.end_epoch()  # Eq. 11's Mean(L_FR_i{t})
         out = {f"train/epoch_L_pri/{k}": v for k, v in means.items()}
         out.update({f"w/{k}": v for k, v in self.weights.weights().items()})
-        out.update(self.validator.validate(self.protector, self.restorer, prefix="val/"))
+        out.update(self.validator.validate(self.protection, prefix="val/"))
         return out
 
     def extra_state(self) -> dict[str, Any]:

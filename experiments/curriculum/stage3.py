@@ -21,8 +21,9 @@ from erasablemask.experiments.curriculum.losses import erasion_loss, stage3_loss
 from erasablemask.experiments.curriculum.optimization import adam
 from erasablemask.experiments.data.attribute_codes import code_attributes, sample_att_b
 from erasablemask.experiments.data.splits import split_dataset
-from erasablemask.experiments.evaluation.evaluate import ProtectionValidator
+from erasablemask.experiments.evaluation.erasablemask_protection import ErasableMaskProtection
 from erasablemask.experiments.evaluation.targets import build_targets
+from erasablemask.experiments.evaluation.validator import ProtectionValidator
 from erasablemask.experiments.fr_tools.zoo import build_fr_models
 from erasablemask.models.erasablemask import restorer_code
 
@@ -50,6 +51,7 @@ class Stage3Trainer:
         a = cfg.attack
         models = build_fr_models(cfg, list(a.surrogates) + list(a.black_box), dev, progress=ctx.progress)
         self.validator = ProtectionValidator(cfg, models, build_targets(cfg), dev)
+        self.protection = ErasableMaskProtection(cfg, self.protector, self.restorer)  # the live networks
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
         cfg, dev = self.cfg, self.ctx.device
@@ -69,7 +71,7 @@ class Stage3Trainer:
         return logs
 
     def end_epoch(self, epoch: int) -> dict[str, float]:
-        return self.validator.validate(self.protector, self.restorer, prefix="val/")
+        return self.validator.validate(self.protection, prefix="val/")
 
     def extra_state(self) -> dict[str, Any]:
         return {}

@@ -37,8 +37,13 @@ def _check_miniworld(cfg: ErasableMaskConfig) -> None:
 
 
 def zoo_world(cfg: ErasableMaskConfig):
-    """The :class:`~erasablemask.experiments.fr_tools.mini_zoo.MiniZooWorld` of this config (same world, same held-out ids)."""
-    from erasablemask.experiments.fr_tools.mini_zoo import MiniZooWorld
+    """The :class:`~erasablemask.experiments.fr_tools.mini_world.MiniZooWorld` of this config (same world, same held-out ids).
+
+    A pure function of the config: every process (driver, Ray actor, Tune
+    trial) gets the same world, so mini FR models are built from explicit
+    arguments, never from state left by earlier calls.
+    """
+    from erasablemask.experiments.fr_tools.mini_world import MiniZooWorld
 
     m = cfg.data.miniworld
     return MiniZooWorld(seed=cfg.seed, n_identities=m.n_identities, images_per_identity=m.images_per_identity,

@@ -6,7 +6,7 @@ classifier (a small CNN, BCE over the 13 attributes) is trained on the
 generated images, and is cached by (data, recipe) hash under
 ``cache_dir()/attr_clf/``. The evaluation images come from the test split.
 
-:func:`edit_accuracy` reports, for the evaluation batches, its accuracy on
+:class:`EditAccuracy` reports, for the evaluation batches, its accuracy on
 clean images against ``att_a`` (its own reliability), and on the
 attribute-only edits and the protected faces against ``att_b`` — over all 13
 attributes and over the edited one — plus the same measured with D_att.
@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +25,6 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from erasablemask.experiments.config.schema import ErasableMaskConfig
-from erasablemask.experiments.data.attribute_codes import code_attributes
 from erasablemask.experiments.data.attributes import N_ATTRIBUTES
 from erasablemask.experiments.data.splits import split_dataset
 from erasablemask.experiments.evaluation.metrics import attribute_accuracy
@@ -33,7 +32,10 @@ from erasablemask.experiments.progress import progress_bar
 from erasablemask.models.atomic_files import atomic_path
 from erasablemask.models.fr.registry import cache_dir
 
-__all__ = ["AttributeClassifier", "RECIPE", "ensure_attribute_classifier", "edit_accuracy"]
+if TYPE_CHECKING:
+    from erasablemask.experiments.evaluation.validator import ProtectedBatch
+
+__all__ = ["AttributeClassifier", "RECIPE", "ensure_attribute_classifier", "EditAccuracy"]
 
 RECIPE = {"widths": [32, 64, 128, 128], "epochs": 12, "batch_size": 64, "lr": 2e-3, "seed": 0, "v": 1}
 
@@ -95,37 +97,57 @@ def ensure_attribute_classifier(cfg: ErasableMaskConfig, *, progress: bool = Tru
     return model.eval()
 
 
-def edit_accuracy(cfg: ErasableMaskConfig, batches, protector: nn.Module, discriminator: nn.Module,
-                  *, progress: bool = True) -> dict[str, float]:
-    """Attribute accuracy of clean / attribute-only / protected images (module docstring for the keys)."""
-    with torch.enable_grad():
-        clf = ensure_attribute_classifier(cfg, progress=progress)
-    with torch.no_grad():
-        return _edit_accuracy(cfg, batches, protector, discriminator, clf)
+class EditAccuracy:
+    """Attribute accuracy of clean / attribute-only / protected images, batch by batch (module docstring).
 
+    Judges: the separate classifier (``clf``) and, when given, AttGAN's D_att
+    (``datt``, biased: the generator was trained to satisfy it). Feed it every
+    batch of an evaluation with :meth:`add`; :meth:`result` gives the keys
+    ``attr/<judge>_clean_all`` (against ``att_a``) and
+    ``attr/<judge>_<attr_only|protected>_<all|edited>`` (against ``att_b``;
+    only for schemes that edit attributes).
 
-def _edit_accuracy(cfg: ErasableMaskConfig, batches, protector: nn.Module, discriminator: nn.Module,
-                   clf: nn.Module) -> dict[str, float]:
-    protector.eval()
-    discriminator.eval()
-    preds: dict[str, list[Tensor]] = {}
-    att_a_all, att_b_all = [], []
-    for b in batches:
-        out = protector.protect(b.x, code_attributes(b.att_b, cfg))
-        for judge, fn in (("clf", lambda z: clf(z)), ("datt", lambda z: discriminator(z)[1])):
-            for kind, img in (("clean", b.x), ("attr_only", out.x_cov_b), ("protected", out.x_adv)):
-                preds.setdefault(f"{judge}_{kind}", []).append((fn(img) > 0).float())
-        att_a_all.append(b.att_a)
-        att_b_all.append(b.att_b)
-    att_a, att_b = torch.cat(att_a_all), torch.cat(att_b_all)
-    out: dict[str, float] = {}
-    for key, parts in preds.items():
-        p = torch.cat(parts)
-        judge, kind = key.split("_", 1)
-        if kind == "clean":
-            out[f"attr/{judge}_clean_all"] = attribute_accuracy(p, att_a, att_a)["all"]
-            continue
-        acc = attribute_accuracy(p, att_b, att_a)
-        out[f"attr/{judge}_{kind}_all"] = acc["all"]
-        out[f"attr/{judge}_{kind}_edited"] = acc["edited"]
-    return out
+    Args:
+        cfg: the config (the classifier is the one cached for its data).
+        discriminator: AttGAN D, whose attribute head is the second judge (None: classifier only).
+        progress: show the classifier's training on first use.
+    """
+
+    def __init__(self, cfg: ErasableMaskConfig, *, discriminator: nn.Module | None = None,
+                 progress: bool = True) -> None:
+        with torch.enable_grad():
+            clf = ensure_attribute_classifier(cfg, progress=progress)
+        self.judges: dict[str, Callable[[Tensor], Tensor]] = {"clf": lambda z: clf(z.cpu())}
+        if discriminator is not None:
+            discriminator.eval()
+            self.judges["datt"] = lambda z: discriminator(z)[1]
+        self.preds: dict[str, list[Tensor]] = {}
+        self.att_a: list[Tensor] = []
+        self.att_b: list[Tensor] = []
+
+    @torch.no_grad()
+    def add(self, out: ProtectedBatch) -> None:
+        """Judge one batch's clean, attribute-only and protected faces."""
+        edits = out.attribute_only is not None  # protected faces are judged against att_b if the scheme edits
+        for judge, fn in self.judges.items():
+            for kind, img in (("clean", out.x), ("attr_only", out.attribute_only),
+                              ("protected", out.protected if edits else None)):
+                if img is not None:
+                    self.preds.setdefault(f"{judge}_{kind}", []).append((fn(img) > 0).float().cpu())
+        self.att_a.append(out.batch.att_a)
+        self.att_b.append(out.batch.att_b)
+
+    def result(self) -> dict[str, float]:
+        """Accuracies over every batch added."""
+        att_a, att_b = torch.cat(self.att_a), torch.cat(self.att_b)
+        acc: dict[str, float] = {}
+        for key, parts in self.preds.items():
+            p = torch.cat(parts)
+            judge, kind = key.split("_", 1)
+            if kind == "clean":
+                acc[f"attr/{judge}_clean_all"] = attribute_accuracy(p, att_a, att_a)["all"]
+                continue
+            a = attribute_accuracy(p, att_b, att_a)
+            acc[f"attr/{judge}_{kind}_all"] = a["all"]
+            acc[f"attr/{judge}_{kind}_edited"] = a["edited"]
+        return acc

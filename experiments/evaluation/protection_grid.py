@@ -1,8 +1,10 @@
 """Image grids people would rather look at than read.
 
-:func:`protection_grid`: one row per source face — source | attribute-edited
+:func:`scheme_grid`: one row per source face — source | attribute-edited
 (x_cov^{att_b}) | protected (x_adv) | erased (x_rec) | target (the target's
-evaluation image), for a stage-2 or stage-3 checkpoint.
+evaluation image), for any :class:`Protection` (the columns a scheme lacks
+are left out); :func:`protection_grid` for ErasableMask from a stage-2 or
+stage-3 checkpoint or a run folder.
 """
 
 from __future__ import annotations
@@ -13,8 +15,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from erasablemask.experiments.config.schema import ErasableMaskConfig
-
-COLUMNS = ("source", "edited", "protected", "erased", "target")
+from erasablemask.experiments.evaluation.protection import Protection
 
 
 def to_uint8_grid(rows: list[list[torch.Tensor]], *, labels: tuple[str, ...] = (), pad: int = 2) -> Image.Image:
@@ -35,27 +36,27 @@ def to_uint8_grid(rows: list[list[torch.Tensor]], *, labels: tuple[str, ...] = (
 
 @torch.no_grad()
 def protection_grid(cfg: ErasableMaskConfig, checkpoint: Path, *, n: int = 8) -> Image.Image:
-    """Grid of ``n`` test faces through a stage-2/3 checkpoint (module docstring)."""
-    from erasablemask.experiments.curriculum.build import load_protection_models
-    from erasablemask.experiments.curriculum.checkpoint import load_checkpoint, read_checkpoint_meta
-    from erasablemask.experiments.data.attribute_codes import code_attributes
-    from erasablemask.experiments.evaluation.evaluate import evaluation_batches
-    from erasablemask.experiments.evaluation.targets import build_targets, target_index_for
-    from erasablemask.models.erasablemask import restorer_code
+    """Grid of ``n`` test faces through ErasableMask from a stage-2/3 checkpoint or a run folder."""
+    from erasablemask.experiments.evaluation.erasablemask_protection import ErasableMaskProtection
 
-    stage = int(read_checkpoint_meta(Path(checkpoint))["stage"])
-    ckpt = load_checkpoint(checkpoint, cfg, stage=stage, purpose="input")
-    _, _, protector, restorer = load_protection_models(cfg, ckpt, torch.device("cpu"))
-    protector.eval()
-    restorer.eval()
+    return scheme_grid(cfg, ErasableMaskProtection.from_checkpoint(cfg, Path(checkpoint)), n=n)
+
+
+@torch.no_grad()
+def scheme_grid(cfg: ErasableMaskConfig, protection: Protection, *, n: int = 8) -> Image.Image:
+    """Grid of ``n`` test faces through any protection (columns it lacks, edited or erased, are left out)."""
+    from erasablemask.experiments.evaluation.batches import evaluation_batches
+    from erasablemask.experiments.evaluation.targets import build_targets, target_index_for
+
     batch = evaluation_batches(cfg, "test", max_images=n)[0]
     targets = build_targets(cfg)
-    a_a, a_b = code_attributes(batch.att_a, cfg), code_attributes(batch.att_b, cfg)
-    out = protector.protect(batch.x, a_b)
-    x_rec = restorer(out.x_adv, restorer_code(cfg.protection.restorer_attribute_input, a_a, a_b))
     which = target_index_for(batch.index, len(targets))
-    rows = []
-    for i in range(batch.x.shape[0]):
-        t = targets.eval_images[0 if which is None else int(which[i])]
-        rows.append([batch.x[i], out.x_cov_b[i], out.x_adv[i], x_rec[i], t])
-    return to_uint8_grid(rows, labels=COLUMNS)
+    which = torch.zeros_like(batch.index) if which is None else which
+    att = {"att_a": batch.att_a, "att_b": batch.att_b}
+    columns = {"source": batch.x, "edited": protection.attribute_only(batch.x, **att),
+               "protected": protection.protect(batch.x, targets.train_images[which], **att)}
+    columns["erased"] = protection.erase(columns["protected"], **att) if protection.can_erase else None
+    columns["target"] = targets.eval_images[which]
+    shown = {k: v for k, v in columns.items() if v is not None}
+    rows = [[img[i] for img in shown.values()] for i in range(batch.x.shape[0])]
+    return to_uint8_grid(rows, labels=tuple(shown))

@@ -35,10 +35,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 
 from erasablemask.experiments.config.schema import ErasableMaskConfig
+from erasablemask.experiments.data.image_io import ModePolicy, load_image_tensor
 from erasablemask.experiments.seeding import derive_seed
 from erasablemask.models.image_checks import check_image_range
 
@@ -70,11 +70,11 @@ def target_index_for(sample_index: Tensor, count: int) -> Tensor | None:
     return (sample_index.long() % count).long()
 
 
-def _load_image(path: Path, size: int) -> Tensor:
+def _load_image(path: Path, size: int, mode_policy: ModePolicy) -> Tensor:
+    """A target photo, loaded exactly like the training photos (experiments/data/image_io.py)."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"target image '{path}' not found; fix attack.target.train_images/eval_images")
-    img = Image.open(path).convert("RGB").resize((size, size), Image.BILINEAR)
-    return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).float() / 127.5 - 1.0
+    return load_image_tensor(path, size, mode_policy)
 
 
 def build_targets(cfg: ErasableMaskConfig) -> ImpersonationTargets:
@@ -87,8 +87,8 @@ def build_targets(cfg: ErasableMaskConfig) -> ImpersonationTargets:
     t = cfg.attack.target
     size = cfg.data.image_size
     if t.mode == "images":
-        train = torch.stack([_load_image(p, size) for p in t.train_images])
-        evals = torch.stack([_load_image(p, size) for p in t.eval_images])
+        train = torch.stack([_load_image(p, size, cfg.data.mode_policy) for p in t.train_images])
+        evals = torch.stack([_load_image(p, size, cfg.data.mode_policy) for p in t.eval_images])
         names = [str(p) for p in t.train_images]
     else:
         from erasablemask.experiments.data.splits import build_world, heldout_identities

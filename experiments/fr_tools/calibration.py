@@ -14,14 +14,19 @@ below ``far`` (it is reported). Because ``k`` must be large enough for the
 estimate to mean anything, a FAR with fewer than ``min_false_accepts``
 expected false accepts (``far * n``) raises :class:`ValueError`.
 
-Saved thresholds are JSON at
-:func:`erasablemask.models.fr.registry.thresholds_path`, where
-:func:`~erasablemask.models.fr.registry.get_spec` (and so ``build``) reads them.
+Saved thresholds belong to (model, weights, calibration set): they are
+stored by :func:`erasablemask.models.fr.calibrations.save_calibration` under
+the model's :attr:`~erasablemask.models.fr.recognizer.FaceRecognizer.weights_digest`
+and a calibration-set id, and ``build`` gives them to a model with exactly
+those weights. A pairs file's set id is :func:`pairs_calibration_set`: a
+digest of the pairs and of the bytes of every image they name, so another
+pairs file (or the same names with other photos) is another set, and never
+overwrites this one.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,12 +36,14 @@ import pandas as pd
 import torch
 
 from erasablemask.experiments.fr_tools.verification import embed_images
-from erasablemask.models.atomic_files import write_text_atomic
-from erasablemask.models.fr.registry import FaceRecognizer, thresholds_path
+from erasablemask.models.fr.calibrations import save_calibration
+from erasablemask.models.fr.download import sha256_file
+from erasablemask.models.fr.registry import FaceRecognizer
 
 __all__ = [
     "DEFAULT_FARS",
     "check_fars",
+    "pairs_calibration_set",
     "read_pairs",
     "roc_auc",
     "save_thresholds",
@@ -203,8 +210,26 @@ def score_pairs(
     return cos[same], cos[~same]
 
 
+def pairs_calibration_set(pairs_df: pd.DataFrame, images_dir: str | Path) -> str:
+    """Id of the calibration set a pairs table defines: ``pairs-<16 hex>``.
+
+    The digest covers the rows ``(a, b, same)`` in order and the sha256 of
+    every image file they name (so renaming the folder keeps the id, and
+    other photos under the same names change it).
+    """
+    images_dir = Path(images_dir)
+    h = hashlib.sha256()
+    for a, b, same in pairs_df[["a", "b", "same"]].itertuples(index=False):
+        h.update(f"{a}\t{b}\t{int(same)}\n".encode())
+    for f in sorted(pd.unique(pd.concat([pairs_df["a"], pairs_df["b"]]).astype(str))):
+        h.update(f"{f}\t{sha256_file(images_dir / f)}\n".encode())
+    return f"pairs-{h.hexdigest()[:16]}"
+
+
 def save_thresholds(
     name: str,
+    weights_digest: str,
+    calibration_set: str,
     rows: Sequence[dict],
     source: str,
     *,
@@ -212,10 +237,12 @@ def save_thresholds(
     n_impostor: int | None = None,
     extra: dict | None = None,
 ) -> Path:
-    """Atomically write calibrated thresholds where ``build(name)`` finds them.
+    """Atomically write calibrated thresholds where ``build`` finds them for these weights.
 
     Args:
         name: registry name of the model.
+        weights_digest: ``model.weights_digest`` of the model that was scored.
+        calibration_set: id of the pairs it was scored on (e.g. :func:`pairs_calibration_set`).
         rows: output of :func:`thresholds_at_far`.
         source: provenance (pairs file, images, weights, date), shown by ``fr list``.
         n_genuine: number of genuine pairs used.
@@ -223,20 +250,20 @@ def save_thresholds(
         extra: more JSON-serialisable fields to record (e.g. ``auc``, ``weights``).
 
     Returns:
-        The JSON path: ``{"thresholds": {far: thr}, "tar": {far: tar},
-        "actual_far": {far: far'}, "source", "n_genuine", "n_impostor", ...}``.
+        The JSON path (:func:`~erasablemask.models.fr.calibrations.calibration_path`)
+        holding ``{"thresholds": {far: thr}, "tar": {far: tar}, "actual_far":
+        {far: far'}, "source", "n_genuine", "n_impostor", "weights_digest",
+        "calibration_set", ...}``.
     """
     if not rows:
         raise ValueError("no threshold rows to save; compute them with thresholds_at_far")
     record = {
-        "thresholds": {repr(float(r["far"])): float(r["threshold"]) for r in rows},
-        "tar": {repr(float(r["far"])): float(r["tar"]) for r in rows},
-        "actual_far": {repr(float(r["far"])): float(r["actual_far"]) for r in rows},
+        "thresholds": {float(r["far"]): float(r["threshold"]) for r in rows},
+        "tar": {float(r["far"]): float(r["tar"]) for r in rows},
+        "actual_far": {float(r["far"]): float(r["actual_far"]) for r in rows},
         "source": source,
         "n_genuine": n_genuine,
         "n_impostor": n_impostor,
         **(extra or {}),
     }
-    path = thresholds_path(name)
-    write_text_atomic(path, json.dumps(record, indent=2))
-    return path
+    return save_calibration(name, weights_digest, calibration_set, record)

@@ -4,8 +4,8 @@ Two measurements, both on the held-out identities of a mini-world (which no
 mini model was trained on):
 
 * :func:`zoo_quality`: per model, parameters, training time (from the
-  weights file's metadata) and the calibration record (TAR at each FAR,
-  AUC).
+  weights file's metadata) and the calibration record on the world's
+  held-out set (TAR at each FAR, AUC).
 * :func:`impersonation_transfer`: an L∞ PGD impersonation attack on one
   model (white-box), scored on every model (transfer). Each source image of
   held-out identity ``i`` is pushed towards one image of identity ``j ≠ i``
@@ -27,7 +27,9 @@ from safetensors import safe_open
 from torch import Tensor
 
 from erasablemask.experiments.data.miniworld import MiniWorld
-from erasablemask.models.fr.registry import FaceRecognizer, read_calibration
+from erasablemask.experiments.fr_tools.mini_world import MiniZooWorld
+from erasablemask.experiments.fr_tools.mini_zoo import mini_calibration
+from erasablemask.models.fr.registry import FaceRecognizer
 from erasablemask.models.image_checks import check_image_range
 
 __all__ = [
@@ -40,17 +42,18 @@ __all__ = [
 ]
 
 
-def zoo_quality(paths: Mapping[str, Path]) -> list[dict]:
+def zoo_quality(paths: Mapping[str, Path], world: MiniZooWorld) -> list[dict]:
     """One row per model: ``name, params, train_seconds, train_cpu_seconds, auc, tar@<far>...``.
 
     Args:
-        paths: ``{name: weights path}`` as returned by ``ensure_mini_zoo``.
+        paths: ``{name: weights path}`` as returned by ``ensure_mini_zoo(names, world)``.
+        world: the world they were trained on (its held-out calibration is reported).
     """
     rows = []
     for name, path in paths.items():
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-        cal = read_calibration(name) or {"tar": {}}
+        cal = mini_calibration(name, world) or {"tar": {}}
         row = {
             "name": name,
             "params": int(meta.get("params", 0)),

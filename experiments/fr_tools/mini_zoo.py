@@ -1,31 +1,25 @@
-"""The mini-world FR zoo on disk: which world, cache by config hash, calibration.
+"""The mini-world FR zoo for an explicit world: train, cache by config hash, calibrate, build.
 
 The mini models (:mod:`erasablemask.models.fr.mini_zoo`) are trained
-(:mod:`erasablemask.experiments.fr_mini_train`) on the *FR population* of a
+(:mod:`erasablemask.experiments.fr_tools.mini_training`) on the *FR population* of a
 mini-world and cached as ``cache_dir()/mini_fr/<name>-<hash>.safetensors``
 (written atomically); the hash covers the model's recipe, the
 :class:`MiniZooWorld` and :data:`RECIPE_VERSION`.
 
-FR population: the world's identities ``[0, n - heldout)`` (every image),
-plus ``extra_identities`` identities ``[n, n + extra)`` of the same seed
-that the world itself does not contain (their first
-``extra_images_per_identity`` images). The extras play the part of the
-paper's FR training sets (MS1M, CASIA), whose people are not CelebA-HQ's:
-the generator never sees them. They exist because 40 identities are too few
-for a face embedding that generalises to unseen people. Identity ``k`` of a
-mini-world does not depend on how many identities it has, so the population
-world's first ``n`` identities are exactly the world's.
+The world and its FR population are in
+:mod:`~erasablemask.experiments.fr_tools.mini_world`; thresholds are
+calibrated on its held-out identities
+(:mod:`~erasablemask.experiments.fr_tools.mini_calibration`) and stored under
+the weights' digest and the world's calibration set, so thresholds follow
+the weights: two worlds, or two training runs, never overwrite each other's.
+A lock file per weights file keeps two processes from training one model
+twice.
 
-Thresholds are calibrated on the held-out identities ``[n - heldout, n)``,
-which no mini model sees, using every image of theirs (not only val/test:
-the default world's held-out val/test images give 448 impostor pairs, too
-few for FAR 0.01; all 192 give 16,128). The record stores the sha256 of the
-weights file, so thresholds are redone whenever the file in use changes; a
-lock file per weights file keeps two processes from training one model twice.
-
-Which world :func:`ensure_mini_model` (and so ``build("mini_...")``) uses is
-the one last passed to :func:`ensure_mini_zoo` in this process, else the
-default :class:`MiniZooWorld`.
+There is no process-global world: every function takes the world
+explicitly, and :func:`build_mini_model` ``(name, world)`` gives the same
+model and thresholds in any process (a Ray actor, a Tune trial) as in the
+driver; ``experiments.fr_tools.zoo.build_fr_models(cfg, ...)`` passes the
+config's world (:func:`erasablemask.experiments.data.splits.zoo_world`).
 """
 
 from __future__ import annotations
@@ -36,120 +30,34 @@ import json
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-import numpy as np
 import torch
 from safetensors.torch import save_file
 from torch import Tensor
 
-from erasablemask.experiments.data.miniworld import MiniWorld
-from erasablemask.experiments.fr_tools.calibration import DEFAULT_FARS, roc_auc, save_thresholds, thresholds_at_far
+from erasablemask.experiments.fr_tools.mini_calibration import calibrate_mini_model
 from erasablemask.experiments.fr_tools.mini_training import torch_threads, train_mini_model
+from erasablemask.experiments.fr_tools.mini_world import MiniZooWorld, heldout_calibration_set, training_data
 from erasablemask.experiments.progress import progress_bar
 from erasablemask.models.atomic_files import atomic_path
 from erasablemask.models.fr.mini_zoo import MINI_RECIPES, MiniRecipe, build_mini_recognizer, load_mini_weights
-from erasablemask.models.fr.registry import FaceRecognizer, cache_dir, read_calibration
+from erasablemask.models.fr.registry import FaceRecognizer, build, cache_dir, read_calibration, weights_digest
 
 __all__ = [
     "RECIPE_VERSION",
-    "MiniZooWorld",
-    "population_world",
     "config_hash",
     "mini_weights_path",
-    "embed",
-    "heldout_scores",
-    "calibrate_mini_model",
+    "mini_calibration",
     "ensure_mini_model",
     "ensure_mini_zoo",
+    "build_mini_model",
 ]
 
 # Bump when the training code changes in a way that changes the weights.
 RECIPE_VERSION = 2
-
-
-@dataclass(frozen=True)
-class MiniZooWorld:
-    """The mini-world a zoo is trained on, its FR population, and an optional epochs override.
-
-    Attributes:
-        seed: world seed (``MiniWorld(seed=...)``).
-        n_identities: identities in the world.
-        images_per_identity: images per identity.
-        heldout_identities: the world's last identities; never trained on.
-        image_size: rendered image side (pixels).
-        extra_identities: FR-only identities beyond the world (see module doc).
-        extra_images_per_identity: images used of each extra identity.
-        epochs: overrides every recipe's epochs when set (tests, quick runs).
-    """
-
-    seed: int = 0
-    n_identities: int = 48
-    images_per_identity: int = 24
-    heldout_identities: int = 8
-    image_size: int = 64
-    extra_identities: int = 160
-    extra_images_per_identity: int = 12
-    epochs: int | None = None
-
-    def __post_init__(self) -> None:
-        if not 2 <= self.heldout_identities <= self.n_identities - 2:
-            raise ValueError(
-                f"heldout_identities={self.heldout_identities} must leave >= 2 identities for training and "
-                f"be >= 2 for calibration (n_identities={self.n_identities}); change data.miniworld"
-            )
-        if self.extra_identities < 0 or (self.extra_identities and self.extra_images_per_identity < 2):
-            raise ValueError(
-                f"extra_identities={self.extra_identities} must be >= 0 and extra_images_per_identity="
-                f"{self.extra_images_per_identity} >= 2 (an identity needs two images to be learned)"
-            )
-        if self.epochs is not None and self.epochs < 1:
-            raise ValueError(f"epochs={self.epochs} must be >= 1 (or None for each recipe's own)")
-
-    @property
-    def train_identities(self) -> list[int]:
-        """FR population: the world's non-held-out identities, then the extras."""
-        n = self.n_identities
-        return list(range(n - self.heldout_identities)) + list(range(n, n + self.extra_identities))
-
-    @property
-    def heldout(self) -> list[int]:
-        return list(range(self.n_identities - self.heldout_identities, self.n_identities))
-
-
-_ACTIVE: dict[str, object] = {"world": MiniZooWorld(), "threads": None}
-_WORLDS: dict[MiniZooWorld, MiniWorld] = {}
-
-
-def population_world(world: MiniZooWorld) -> MiniWorld:
-    """The rendered world holding the FR population and the held-out identities (one kept in memory).
-
-    It has ``n + extra`` identities of ``max(images_per_identity,
-    extra_images_per_identity)`` images; use :func:`_image_indices` to pick
-    the images that belong to the population.
-    """
-    key = replace(world, epochs=None)
-    if key not in _WORLDS:
-        _WORLDS.clear()
-        _WORLDS[key] = MiniWorld(
-            seed=world.seed,
-            n_identities=world.n_identities + world.extra_identities,
-            images_per_identity=max(world.images_per_identity, world.extra_images_per_identity),
-            image_size=world.image_size,
-        )
-    return _WORLDS[key]
-
-
-def _image_indices(world: MiniZooWorld, identities: Sequence[int]) -> list[int]:
-    """Indices into :func:`population_world` of the images of ``identities`` that the world uses."""
-    per = max(world.images_per_identity, world.extra_images_per_identity)
-    out = []
-    for k in identities:
-        count = world.images_per_identity if k < world.n_identities else world.extra_images_per_identity
-        out += [k * per + j for j in range(count)]
-    return out
 
 
 def _recipe(name: str, world: MiniZooWorld) -> MiniRecipe:
@@ -165,82 +73,9 @@ def config_hash(name: str, world: MiniZooWorld) -> str:
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def mini_weights_path(name: str, world: MiniZooWorld | None = None) -> Path:
+def mini_weights_path(name: str, world: MiniZooWorld) -> Path:
     """Cache path ``cache_dir()/mini_fr/<name>-<hash>.safetensors`` (may not exist yet)."""
-    world = world or _ACTIVE["world"]
     return cache_dir() / "mini_fr" / f"{name}-{config_hash(name, world)}.safetensors"
-
-
-@torch.no_grad()
-def embed(model: FaceRecognizer, images: Tensor, batch_size: int = 128) -> Tensor:
-    """``(N, D)`` unit embeddings of ``(N, 3, H, W)`` images in [-1, 1], in eval mode, batched."""
-    model.eval()
-    return torch.cat([model(images[i : i + batch_size]) for i in range(0, images.shape[0], batch_size)])
-
-
-def heldout_scores(
-    model: FaceRecognizer, world: MiniZooWorld, identities: Sequence[int] | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Cosine scores of every pair of images of ``identities`` (default: the held-out ones).
-
-    Returns:
-        ``(genuine, impostor)``: same-identity and different-identity pair
-        scores, each unordered pair once.
-    """
-    idx = _image_indices(world, world.heldout if identities is None else identities)
-    pop = population_world(world)
-    emb = embed(model, pop.images(idx))
-    ids = torch.as_tensor(idx) // pop.images_per_identity
-    i, j = torch.triu_indices(len(idx), len(idx), offset=1)
-    cos = (emb[i] * emb[j]).sum(1).double().numpy()
-    same = (ids[i] == ids[j]).numpy()
-    return cos[same], cos[~same]
-
-
-def calibrate_mini_model(
-    name: str,
-    model: FaceRecognizer,
-    world: MiniZooWorld,
-    *,
-    weights_hash: str,
-    weights_sha256: str | None = None,
-    fars: Sequence[float] = DEFAULT_FARS,
-) -> list[dict]:
-    """Calibrate ``name`` on the held-out identities of ``world`` and save the thresholds.
-
-    FARs with fewer than 10 expected false accepts on this world's impostor
-    pairs are skipped (a small test world cannot support FAR 0.001). The
-    record keeps ``weights_hash`` (config hash) and ``weights_sha256`` (the
-    weights file's digest), so that thresholds are redone when the file changes.
-
-    Returns:
-        The rows of :func:`~erasablemask.experiments.fr_tools.calibration.thresholds_at_far`.
-    """
-    genuine, impostor = heldout_scores(model, world)
-    usable = [f for f in fars if f * impostor.size >= 10]
-    if not usable:
-        raise ValueError(
-            f"held-out identities of this mini-world give {impostor.size} impostor pairs, too few for FAR "
-            f"{max(fars):g}; raise data.miniworld.heldout_identities or images_per_identity"
-        )
-    rows = thresholds_at_far(genuine, impostor, usable)
-    w = world
-    source = (
-        f"mini-world seed {w.seed} ({w.n_identities} ids x {w.images_per_identity} imgs, {w.image_size}px), "
-        f"held-out identities {w.heldout[0]}-{w.heldout[-1]}, all images; weights {weights_hash}"
-    )
-    extra = {"weights_hash": weights_hash, "weights_sha256": weights_sha256, "auc": roc_auc(genuine, impostor)}
-    save_thresholds(name, rows, source, n_genuine=int(genuine.size), n_impostor=int(impostor.size), extra=extra)
-    return rows
-
-
-def _training_data(world: MiniZooWorld) -> tuple[Tensor, Tensor]:
-    """The FR population's images ``(N, 3, H, W)`` in [-1, 1] and class labels ``(N,)``."""
-    ids = world.train_identities
-    idx = _image_indices(world, ids)
-    pop = population_world(world)
-    label_of = {k: c for c, k in enumerate(ids)}
-    return pop.images(idx), torch.tensor([label_of[i // pop.images_per_identity] for i in idx])
 
 
 @contextmanager
@@ -281,34 +116,60 @@ def _train_and_save(
             save_file(state, str(tmp), metadata=meta)
 
 
+def _load(name: str, path: Path) -> FaceRecognizer:
+    return load_mini_weights(build_mini_recognizer(name), path).eval()
+
+
+def mini_calibration(name: str, world: MiniZooWorld) -> dict | None:
+    """The calibration record of ``name``'s cached weights for ``world`` on its held-out set, or None."""
+    path = mini_weights_path(name, world)
+    if not path.is_file():
+        return None
+    return read_calibration(name, weights_digest(_load(name, path).backbone), heldout_calibration_set(world))
+
+
 def ensure_mini_model(
     name: str,
-    world: MiniZooWorld | None = None,
+    world: MiniZooWorld,
     *,
     threads: int | None = None,
     progress: bool = True,
 ) -> Path:
-    """Weights of ``name`` for ``world`` (default: the active one), training and calibrating if needed.
+    """Weights of ``name`` for ``world``, training and calibrating if needed.
 
     Trains when ``mini_weights_path(name, world)`` is missing (one process at
-    a time per file); (re)calibrates when the saved thresholds were not
-    computed from this exact file (sha256).
+    a time per file); calibrates when these exact weights (digest) have no
+    thresholds on ``world``'s held-out set yet.
 
     Returns:
         The safetensors path.
     """
-    world = world or _ACTIVE["world"]
-    threads = threads if threads is not None else _ACTIVE["threads"]
     path = mini_weights_path(name, world)
     if not path.is_file():
-        _train_and_save(name, world, lambda: _training_data(world), threads, progress)
-    sha = _file_sha256(path)
-    calibration = read_calibration(name)
-    if calibration is None or calibration.get("weights_sha256") != sha:
-        model = load_mini_weights(build_mini_recognizer(name), path)
+        _train_and_save(name, world, lambda: training_data(world), threads, progress)
+    model = _load(name, path)
+    if read_calibration(name, weights_digest(model.backbone), heldout_calibration_set(world)) is None:
         with torch_threads(threads):
-            calibrate_mini_model(name, model, world, weights_hash=config_hash(name, world), weights_sha256=sha)
+            calibrate_mini_model(name, model, world, weights_hash=config_hash(name, world),
+                                 weights_sha256=_file_sha256(path))
     return path
+
+
+def build_mini_model(
+    name: str, world: MiniZooWorld, *, threads: int | None = None, progress: bool = True
+) -> FaceRecognizer:
+    """Mini model ``name`` trained on ``world``, with the thresholds calibrated on ``world``'s held-out set.
+
+    The model depends only on the arguments (and the cache): a Ray actor or
+    a Tune trial given the same world builds the same weights and
+    thresholds as the driver. Trains and calibrates first if needed.
+
+    Returns:
+        A :class:`FaceRecognizer` in eval mode (``build(name, weights=path,
+        calibration=heldout_calibration_set(world))``).
+    """
+    path = ensure_mini_model(name, world, threads=threads, progress=progress)
+    return build(name, weights=path, calibration=heldout_calibration_set(world))
 
 
 _WORKER_DATA: dict[str, Tensor] = {}
@@ -327,7 +188,7 @@ def _worker_train(name: str, world: MiniZooWorld) -> str:
 
 def _train_in_parallel(names: list[str], world: MiniZooWorld, jobs: int, progress: bool) -> None:
     """Train ``names`` in ``jobs`` spawned processes of one thread each (the world is rendered once, here)."""
-    images, labels = _training_data(world)
+    images, labels = training_data(world)
     images_u8 = images.add(1.0).mul(127.5).round().to(torch.uint8)
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init, initargs=(images_u8, labels)) as pool:
@@ -340,19 +201,18 @@ def _train_in_parallel(names: list[str], world: MiniZooWorld, jobs: int, progres
 
 
 def ensure_mini_zoo(
-    names: Sequence[str] | None = None,
-    world: MiniZooWorld | None = None,
+    names: Sequence[str] | None,
+    world: MiniZooWorld,
     *,
     threads: int | None = None,
     jobs: int = 1,
     progress: bool = True,
 ) -> dict[str, Path]:
-    """Train (if missing) and calibrate mini models on ``world``; make ``world`` the active one.
+    """Train (if missing) and calibrate mini models on ``world``.
 
     Args:
-        names: models to ensure (default: every registered ``mini_*``).
-        world: the mini-world (default :class:`MiniZooWorld`). Becomes the
-            world ``build("mini_...")`` uses in this process.
+        names: models to ensure (None: every registered ``mini_*``).
+        world: the mini-world (e.g. ``MiniZooWorld()`` for the default one).
         threads: torch threads while training in this process (None: unchanged).
         jobs: models trained at once, each in its own process with one
             thread (``jobs=2`` on two cores is ~2x faster than ``threads=2``).
@@ -370,8 +230,6 @@ def ensure_mini_zoo(
         raise KeyError(f"unknown mini FR model(s) {unknown}; available: {', '.join(sorted(MINI_RECIPES))}")
     if jobs < 1:
         raise ValueError(f"jobs={jobs} must be >= 1")
-    world = world or MiniZooWorld()
-    _ACTIVE["world"], _ACTIVE["threads"] = world, threads
     missing = [n for n in names if not mini_weights_path(n, world).is_file()]
     if jobs > 1 and len(missing) > 1:
         _train_in_parallel(missing, world, min(jobs, len(missing)), progress)

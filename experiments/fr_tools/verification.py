@@ -1,14 +1,11 @@
 """Face verification with a registered FR model: load photos, embed, compare.
 
-Images are read with Pillow into the project's convention, ``(3, H, W)``
-float in ``[-1, 1]``, RGB:
-
-- EXIF orientation is applied (``ImageOps.exif_transpose``), so a photo is
-  embedded the way a viewer shows it; no other EXIF data is used.
-- Palette, greyscale and CMYK images are converted to RGB; images with an
-  alpha channel (RGBA, LA, palette transparency) are composited on a
-  ``background`` colour (white by default) first, instead of dropping alpha
-  (which would expose whatever colour transparent pixels happen to store).
+Images are read with the project's one loader
+(:func:`erasablemask.experiments.data.image_io.load_image_tensor`) into its
+convention, ``(3, H, W)`` float in ``[-1, 1]``, RGB, EXIF orientation
+applied (a photo is embedded the way a viewer shows it); images with an
+alpha channel are composited on white instead of dropping alpha (which would
+expose whatever colour transparent pixels happen to store).
 
 Similarity is the cosine of the model's L2-normalised embeddings. A pair is
 accepted ("same person") at a given FAR when ``cosine > threshold`` (strict,
@@ -21,56 +18,36 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
 
+from erasablemask.experiments.data.image_io import load_image_tensor
 from erasablemask.experiments.progress import progress_bar
 from erasablemask.models.fr.registry import FaceRecognizer, UncalibratedError
 
 __all__ = ["decisions", "embed_images", "load_face_image", "verify_pair"]
 
 
-def load_face_image(
-    path: str | Path,
-    size: tuple[int, int] | None = None,
-    *,
-    background: tuple[int, int, int] = (255, 255, 255),
-) -> torch.Tensor:
-    """Read one image file as ``(3, H, W)`` float32 RGB in ``[-1, 1]``.
+def load_face_image(path: str | Path, size: int | tuple[int, int] | None = None) -> torch.Tensor:
+    """Read one image file as ``(3, H, W)`` float32 RGB in ``[-1, 1]`` with the project's one loader.
+
+    :func:`erasablemask.experiments.data.image_io.load_image_tensor` applies
+    the EXIF orientation, converts to RGB (alpha composited on white) and,
+    with a ``size``, centre-crops to its aspect ratio and resizes (bicubic,
+    antialiased), exactly as for training and target photos.
 
     Args:
         path: image file (anything Pillow reads).
-        size: optional ``(height, width)`` to resize to (bilinear, antialiased);
-            ``None`` keeps the native size (FR models resize themselves).
-        background: RGB colour transparent pixels are composited on.
+        size: ``s`` or ``(height, width)`` to crop and resize to; ``None``
+            keeps the native size (FR models resize themselves).
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: the file is not a readable image (names the file).
+        DataSetError: (a ``ValueError``) the file is not a readable image, naming it.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image '{path}' not found; check the path (and --images DIR)")
-    try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
-            if im.mode == "P":
-                im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-            if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-                rgba = im.convert("RGBA")
-                canvas = Image.new("RGBA", rgba.size, (*background, 255))
-                im = Image.alpha_composite(canvas, rgba)
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr16 = np.asarray(im, dtype=np.float64)
-                im = Image.fromarray(np.clip(arr16 / max(arr16.max(), 1.0) * 255, 0, 255).astype(np.uint8))
-            im = im.convert("RGB")
-            if size is not None:
-                im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-            arr = np.asarray(im, dtype=np.float32)
-    except (UnidentifiedImageError, OSError) as e:
-        raise ValueError(f"image '{path}' could not be read ({e}); convert it to JPEG or PNG") from e
-    return torch.from_numpy(arr).permute(2, 0, 1).contiguous() / 127.5 - 1.0
+    return load_image_tensor(path, size)
 
 
 @torch.no_grad()
@@ -93,7 +70,8 @@ def embed_images(
         model: a built FR model (any device; inputs are moved to it).
         paths: image files.
         batch_size: images per forward pass.
-        image_size: optional ``(height, width)`` every image is resized to on load.
+        image_size: optional ``(height, width)`` every image is cropped and resized to on load
+            (:func:`load_face_image`); ``None``: native size.
         progress: show a tqdm bar.
 
     Returns:

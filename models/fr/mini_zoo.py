@@ -21,20 +21,20 @@ A split that mirrors the paper: surrogates ``mini_iresnet_arc_s0``,
 ``mini_mobileface_arc_s0``, ``mini_iresnet_cos_s1``,
 ``mini_mobileface_cos_s1``.
 
-Weights (``WeightsSource(kind="trained_here")``) are trained on the
-mini-world identities that are *not* held out, plus FR-only identities
-beyond the world (see :mod:`erasablemask.experiments.fr_tools.mini_zoo`), and cached by config hash as
-``cache_dir()/mini_fr/<name>-<hash>.safetensors``; thresholds are calibrated
-on the held-out identities. Both happen in
-:mod:`erasablemask.experiments.fr_tools.mini_zoo`, which the factory calls lazily when
-``weights`` is ``None`` (so ``build("mini_...")`` trains on demand). This is
-the one place the models layer reaches up to experiments, and only at call
-time, because "trained here" weights have no other source.
+Weights (``WeightsSource(kind="trained_here")``) depend on the mini-world
+they are trained on, so there is no default file: the experiments layer
+(``experiments/fr_tools/mini_zoo.py``) trains them on a world's non-held-out
+identities plus FR-only extras, caches them by config hash as
+``cache_dir()/mini_fr/<name>-<hash>.safetensors``, calibrates thresholds on
+the world's held-out identities, and builds the model from that file with
+``build(name, weights=path, calibration=<the world's set>)``. Here, a factory
+only loads the file it is given: ``build("mini_...")`` without ``weights``
+raises :class:`~erasablemask.models.fr.spec.WeightsUnavailable` naming that
+fix, rather than guessing a world.
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -43,17 +43,18 @@ from safetensors.torch import load_file
 
 from erasablemask.models.fr.mini import build_mini_backbone
 from erasablemask.models.fr.registry import (
-    RANDOM_INIT,
     FaceRecognizer,
     FRSpec,
     Preprocessing,
     WeightsSource,
     get_spec,
     register,
+    resolve_weights,
 )
 from erasablemask.models.state_dicts import load_state_dict_checked
 
 __all__ = ["MiniRecipe", "MINI_RECIPES", "build_mini_recognizer", "load_mini_weights"]
+
 
 @dataclass(frozen=True)
 class MiniRecipe:
@@ -123,11 +124,12 @@ def _spec(name: str, recipe: MiniRecipe) -> FRSpec:
             kind="trained_here",
             location=f"$ERASABLEMASK_HOME/mini_fr/{name}-<config hash>.safetensors",
             note=(
-                f"{margin} (s={recipe.scale:g}, m={recipe.margin_value:g}), seed {recipe.seed}, trained on demand "
-                "on the non-held-out mini-world identities and FR-only extras; `erasablemask fr train-mini`"
+                f"{margin} (s={recipe.scale:g}, m={recipe.margin_value:g}), seed {recipe.seed}, trained on "
+                "a mini-world's non-held-out identities and FR-only extras by "
+                "experiments.fr_tools.mini_zoo.build_mini_model(name, world) or `erasablemask fr train-mini`"
             ),
         ),
-        threshold_source="calibrated on held-out mini-world pairs when trained (`erasablemask fr train-mini`)",
+        threshold_source="none: calibrated on the held-out identities of the world the weights were trained on",
         role_hint="mini",
     )
 
@@ -149,15 +151,12 @@ def load_mini_weights(model: FaceRecognizer, path: str | Path) -> FaceRecognizer
         ValueError: the file's tensors do not fit the architecture (names the
             missing/unexpected keys and the fix).
     """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"weights file for FR model '{model.spec.name}' not found: '{path}'; pass an existing file or "
-            f"weights=None to train/load it from the cache"
-        )
+    file = resolve_weights(model.spec, path)
+    if file is None:
+        raise ValueError(f"load_mini_weights needs a weights file for FR model '{model.spec.name}', got {path!r}")
     load_state_dict_checked(
-        model.backbone, load_file(str(path)), source=f"'{path}' (FR model '{model.spec.name}')",
-        fix="It was saved for another architecture: pass that model's name, or weights=None to train this one.",
+        model.backbone, load_file(str(file)), source=f"'{file}' (FR model '{model.spec.name}')",
+        fix="It was saved for another architecture: pass that model's name, or the file trained for this one.",
     )
     return model
 
@@ -165,16 +164,11 @@ def load_mini_weights(model: FaceRecognizer, path: str | Path) -> FaceRecognizer
 def _make_factory(name: str):
     def factory(weights: str | Path | None = None) -> FaceRecognizer:
         model = build_mini_recognizer(name)
-        if isinstance(weights, str) and weights == RANDOM_INIT:
-            return model
-        if weights is None:
-            # Lazy upward call (see module docstring): train/calibrate if not cached.
-            fr_mini = importlib.import_module("erasablemask.experiments.fr_tools.mini_zoo")
-            weights = fr_mini.ensure_mini_model(name)
-        return load_mini_weights(model, weights)
+        path = resolve_weights(model.spec, weights)  # None only for RANDOM_INIT; no default file (trained here)
+        return model if path is None else load_mini_weights(model, path)
 
     factory.__name__ = f"build_{name}"
-    factory.__doc__ = f"Factory of '{name}': weights=None (cache, trained on demand), 'random' or a path."
+    factory.__doc__ = f"Factory of '{name}': weights = a trained .safetensors file, or 'random'."
     return factory
 
 

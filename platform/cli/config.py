@@ -1,4 +1,4 @@
-"""``erasablemask config show FILE [--set key.path=value ...]``."""
+"""``erasablemask config show FILE [--set key.path=value | --set group=option ...]``."""
 
 from __future__ import annotations
 
@@ -20,14 +20,17 @@ def add_config_arguments(parser: argparse.ArgumentParser, *, required: bool = Tr
         action="append",
         default=[],
         metavar="KEY.PATH=VALUE",
-        help="override one value, e.g. --set stage2.lambda_adv=100 (repeatable; values parsed as YAML)",
+        help="override one value, e.g. --set stage2.lambda_adv=100, or pick a config group's option, e.g. "
+        "--set data=miniworld (repeatable; values parsed as YAML)",
     )
 
 
 def _show(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     print(dump_config(cfg), end="")
-    print(f"# config digest: {cfg.digest()}")
+    groups = " ".join(f"{group}={option}" for group, option in cfg.groups.items())
+    print(f"# config groups: {groups or '(none)'}")
+    print(f"# config digest: {cfg.digest()} (compute and tracking not included)")
     return 0
 
 

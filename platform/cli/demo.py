@@ -2,10 +2,12 @@
 
 1. generate the mini-world (images, parquet table, sample grid);
 2. train and calibrate the mini FR zoo (cached by config hash);
-3. run the three curriculum stages on Ray Train, tracked in MLflow;
-4. evaluate ASR / ESR / identity restoration on every surrogate (white-box)
-   and black-box model, clean and attribute-only baselines included;
-5. print where the results are and the command that opens the MLflow UI.
+3. the pipeline (:func:`erasablemask.platform.pipeline.run_pipeline`) inside a
+   Ray session: the three curriculum stages on Ray Train, then the evaluation
+   of ASR / ESR / identity restoration on every surrogate (white-box) and
+   black-box model, clean and attribute-only baselines included, tracked in MLflow;
+4. print the summary tables, where the results are and the command that
+   opens the MLflow UI.
 
 The numbers are mini-world numbers, not the paper's (README).
 """
@@ -13,7 +15,6 @@ The numbers are mini-world numbers, not the paper's (README).
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -23,23 +24,23 @@ DEMO_CONFIG = "miniworld_demo"
 
 
 def _step(n: int, text: str, t0: float) -> None:
-    print(f"\n[{n}/5] {text}   (t = {time.perf_counter() - t0:.0f} s)", flush=True)
+    print(f"\n[{n}/4] {text}   (t = {time.perf_counter() - t0:.0f} s)", flush=True)
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from erasablemask.experiments.config.loading import dump_config, load_config
+    from erasablemask.experiments.config.loading import load_config
     from erasablemask.experiments.data.splits import build_world, zoo_world
-    from erasablemask.models.atomic_files import write_text_atomic
-    from erasablemask.platform.cli.train import summary_lines
-    from erasablemask.platform.tracking import log_evaluation, where_lines
+    from erasablemask.platform.cli.train import evaluation_lines, stage_table
+    from erasablemask.platform.pipeline import preflight, run_pipeline
+    from erasablemask.platform.ray_session import ray_session
+    from erasablemask.platform.tracking import where_lines
 
     t0 = time.perf_counter()
     cfg = load_config(args.config or DEMO_CONFIG, args.overrides)
     if cfg.data.kind != "miniworld":
         raise ValueError(f"the demo runs on the mini-world; got data.kind='{cfg.data.kind}' (use `train` instead)")
     run_dir = Path(args.run_dir or Path(cfg.tracking.run_dir) / f"demo-{cfg.digest()}").resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(run_dir / "config.yaml", dump_config(cfg))
+    preflight(cfg, run_dir=run_dir, stages=(1, 2, 3), runner="ray", evaluate=True)
     print(f"erasablemask demo: run dir {run_dir} (config digest {cfg.digest()})")
 
     _step(1, "mini-world", t0)
@@ -47,41 +48,26 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"  {world_dir / 'grid.png'}")
 
     _step(2, "mini FR zoo (cached; trained on first use)", t0)
-    from erasablemask.experiments.fr_tools.mini_zoo import ensure_mini_zoo
-    from erasablemask.models.fr import get_spec
+    from erasablemask.experiments.fr_tools.mini_zoo import ensure_mini_zoo, mini_calibration
 
     names = list(cfg.attack.surrogates) + list(cfg.attack.black_box)
-    ensure_mini_zoo(names, zoo_world(cfg), threads=args.threads or None, jobs=args.jobs)
+    world = zoo_world(cfg)
+    ensure_mini_zoo(names, world, threads=args.threads or None, jobs=args.jobs)
     for name in names:
         role = "surrogate" if name in cfg.attack.surrogates else "black-box"
-        thr = get_spec(name).thresholds
+        thr = (mini_calibration(name, world) or {}).get("thresholds", {})
         print(f"  {role:9s} {name:26s} threshold@FAR0.01 {thr.get(0.01, float('nan')):.3f}")
 
-    _step(3, "curriculum: stages 1-3 on Ray Train", t0)
-    from erasablemask.platform.runners import ray_train as ray_runner
+    _step(3, "curriculum: stages 1-3 on Ray Train, then the evaluation on the test split", t0)
+    with ray_session(address=args.address, cfg=cfg):
+        result = run_pipeline(cfg, run_dir=run_dir, stages=(1, 2, 3), runner="ray", evaluate=True)
 
-    outcomes = ray_runner.run(cfg, (1, 2, 3), run_dir=run_dir, address=args.address)
-    final = outcomes[3].checkpoint
-
-    _step(4, "evaluation on the test split (every FR model, every transform)", t0)
-    from erasablemask.experiments.evaluation.evaluate import evaluate_checkpoint
-    from erasablemask.experiments.evaluation.protection_grid import protection_grid
-
-    report = evaluate_checkpoint(cfg, final)
-    write_text_atomic(run_dir / "evaluation.json", json.dumps(report, indent=2, sort_keys=True))
-    grid = run_dir / "protection_grid.png"
-    protection_grid(cfg, final).save(grid)
-    log_evaluation(run_dir, report, [grid, run_dir / "evaluation.json"])
-    print(f"  {report['n_images']} test images, target(s) {report['targets']}; rates in % "
-          f"(ASR at FAR {cfg.evaluation.asr_far:g}, ESR at FAR {cfg.evaluation.esr_far:g}):")
-    print("\n".join(summary_lines(report["metrics"], cfg, prefix="")))
-
-    _step(5, "results", t0)
-    print(f"  evaluation      {run_dir / 'evaluation.json'}")
-    print(f"  image grid      {grid}   (source | edited | protected | erased | target)")
+    _step(4, "results", t0)
+    print("\n".join(stage_table(result)))
+    print("\n".join(evaluation_lines(result, cfg)))
     print(f"  per-epoch log   {run_dir / 'metrics.jsonl'}")
     print(f"  checkpoints     {run_dir}/stage{{1,2,3}}/final")
-    print("\n".join(where_lines(run_dir)))
+    print("\n".join(where_lines(result.tracking_uri, result.trial_run_id)))
     print(f"\nThese are MINI-WORLD numbers (synthetic faces, mini FR models), not the paper's. "
           f"Total {time.perf_counter() - t0:.0f} s.")
     return 0

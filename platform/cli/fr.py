@@ -1,14 +1,17 @@
 """``erasablemask fr list | calibrate | verify``: the face-recognition zoo from the shell.
 
 - ``fr list [--json]``: every registered model with its input convention,
-  weights source and thresholds per FAR (with their provenance).
+  weights source and published thresholds per FAR (with their provenance),
+  then every calibration made here, keyed by (model, weights digest,
+  calibration set).
 - ``fr calibrate MODEL --pairs PAIRS.csv --images DIR``: thresholds at the
-  requested FARs from impostor scores, the TAR at each; saved where
-  ``erasablemask.models.fr.build`` picks them up.
-- ``fr verify MODEL A.jpg B.jpg``: cosine similarity and the decision at
-  each FAR the model has a threshold for.
+  requested FARs from impostor scores, the TAR at each; saved under the
+  digest of the weights used and the pairs' calibration set, where
+  ``erasablemask.models.fr.build`` picks them up for those weights.
+- ``fr verify MODEL A.jpg B.jpg [--calibration ID]``: cosine similarity and
+  the decision at each FAR the model has a threshold for.
 - ``fr train-mini [NAMES]``: train (or load from the cache) and calibrate
-  the mini-world models (:mod:`erasablemask.experiments.fr_tools.mini_zoo`).
+  the mini-world models of one world (:mod:`erasablemask.experiments.fr_tools.mini_zoo`).
 
 Handlers return 0 on success and 2 on bad input (after printing the error).
 """
@@ -25,6 +28,7 @@ from pathlib import Path
 from erasablemask.experiments.fr_tools.calibration import (
     DEFAULT_FARS,
     check_fars,
+    pairs_calibration_set,
     read_pairs,
     roc_auc,
     save_thresholds,
@@ -32,14 +36,16 @@ from erasablemask.experiments.fr_tools.calibration import (
     thresholds_at_far,
 )
 from erasablemask.experiments.fr_tools.verification import verify_pair
+from erasablemask.models.fr.calibrations import legacy_threshold_files
 from erasablemask.models.fr.download import sha256_file
 from erasablemask.models.fr.registry import (
+    PUBLISHED,
     FRSpec,
     WeightsUnavailable,
     available,
     build,
     get_spec,
-    read_calibration,
+    list_calibrations,
 )
 
 _BAD_INPUT = (ValueError, OSError, KeyError, LookupError, WeightsUnavailable)
@@ -82,48 +88,63 @@ def _weights(spec: FRSpec) -> str:
     return f"{w.kind}: {w.location}" if w.location else w.kind
 
 
-def _thr(spec: FRSpec, far: float) -> str:
-    return f"{spec.thresholds[far]:.6f}" if far in spec.thresholds else "-"
+def _thr(thresholds: dict[float, float], far: float) -> str:
+    return f"{thresholds[far]:.6f}" if far in thresholds else "-"
+
+
+def _json_record(record: dict) -> dict:
+    """A calibration record with string FAR keys (JSON keys must be strings)."""
+    return {k: ({repr(f): x for f, x in v.items()} if k in ("thresholds", "tar", "actual_far") else v)
+            for k, v in record.items()}
 
 
 def _list(args: argparse.Namespace) -> int:
     names = available()
-    specs, errors = {}, {}
+    calibrations, errors = {}, {}
     for name in names:
         try:
-            specs[name] = get_spec(name)
+            calibrations[name] = list_calibrations(name)
         except ValueError as e:  # unreadable calibration file: show it, keep listing
-            errors[name] = str(e)
+            calibrations[name], errors[name] = [], str(e)
+    specs = {name: get_spec(name) for name in names}
     if args.json:
         out = []
         for name in names:
-            if name in errors:
-                out.append({"name": name, "error": errors[name]})
-                continue
             d = dataclasses.asdict(specs[name])
             d["thresholds"] = {repr(k): v for k, v in sorted(specs[name].thresholds.items())}
-            cal = read_calibration(name)
-            if cal is not None:  # JSON keys must be strings
-                for key in ("thresholds", "tar"):
-                    cal[key] = {repr(f): x for f, x in cal[key].items()}
-            d["calibration"] = cal
+            d["calibrations"] = [_json_record(r) for r in calibrations[name]]
+            if name in errors:
+                d["error"] = errors[name]
             out.append(d)
         print(json.dumps(out, indent=2))
         return 0
-    fars = sorted({f for s in specs.values() for f in s.thresholds} | set(DEFAULT_FARS), reverse=True)
+    records = [r for name in names for r in calibrations[name]]
+    fars = sorted({f for s in specs.values() for f in s.thresholds} | {f for r in records for f in r["thresholds"]}
+                  | set(DEFAULT_FARS), reverse=True)
     headers = ["name", "family", "emb", "input", "preprocessing", "weights",
                *[f"thr@{f:g}" for f in fars], "thresholds source"]
     rows = []
     for name in names:
-        if name in errors:
-            rows.append([name, *["?"] * (5 + len(fars)), f"ERROR: {errors[name]}"])
-            continue
         s = specs[name]
         size = f"{s.preprocessing.size[0]}x{s.preprocessing.size[1]}"
-        source = s.threshold_source if s.thresholds else "none: calibrate with `erasablemask fr calibrate`"
+        source = s.threshold_source if s.thresholds else f"none published ({s.threshold_source.removeprefix('none: ')})"
+        if name in errors:
+            source = f"ERROR: {errors[name]}"
         rows.append([name, s.family, str(s.embedding_size), size, _preprocessing(s), _weights(s),
-                     *[_thr(s, f) for f in fars], source])
+                     *[_thr(s.thresholds, f) for f in fars], source])
     print(format_table(rows, headers, max_width=args.max_width) if rows else "no FR models registered")
+    if records:
+        print("\ncalibrated here (used by build() for exactly these weights; several sets: name one with "
+              "calibration=ID / --calibration ID):")
+        cal_rows = [[r["model"], r["weights_digest"][:16], r["calibration_set"],
+                     *[_thr(r["thresholds"], f) for f in fars], r.get("source", "")] for r in records]
+        print(format_table(cal_rows, ["name", "weights", "calibration set", *[f"thr@{f:g}" for f in fars], "source"],
+                           max_width=args.max_width))
+    legacy = legacy_threshold_files()
+    if legacy:
+        print(f"\nignored: {len(legacy)} threshold file(s) of the old layout, which do not say which weights they "
+              f"belong to ({', '.join(str(p) for p in legacy[:3])}{', ...' if len(legacy) > 3 else ''}); "
+              "delete them and re-run `erasablemask fr calibrate` (or `fr train-mini`)")
     return 0
 
 
@@ -135,9 +156,10 @@ def _calibrate(args: argparse.Namespace) -> int:
         check_fars(args.far, n_imp, min_false_accepts=args.min_false_accepts)  # before embedding
         if n_gen == 0:
             raise ValueError(f"pairs file '{args.pairs}' has no genuine pairs (same=1); TAR needs some")
-        model = build(spec.name, weights=args.weights).to(args.device)
+        model = build(spec.name, weights=args.weights, calibration=PUBLISHED).to(args.device)
         genuine, impostor = score_pairs(model, pairs, args.images, batch_size=args.batch_size)
         rows = thresholds_at_far(genuine, impostor, args.far, min_false_accepts=args.min_false_accepts)
+        calibration_set = pairs_calibration_set(pairs, args.images)
     except _BAD_INPUT as e:
         return _fail(e)
     auc = roc_auc(genuine, impostor)
@@ -147,19 +169,26 @@ def _calibrate(args: argparse.Namespace) -> int:
     if args.weights:
         source += f", weights {args.weights}"
     path = save_thresholds(
-        spec.name, rows, source, n_genuine=n_gen, n_impostor=n_imp,
-        extra={"auc": auc, "images": str(args.images), "mean_genuine": float(genuine.mean()),
-               "mean_impostor": float(impostor.mean()), **weights},
+        spec.name, model.weights_digest, calibration_set, rows, source, n_genuine=n_gen, n_impostor=n_imp,
+        extra={"auc": auc, "pairs": str(args.pairs), "images": str(args.images),
+               "mean_genuine": float(genuine.mean()), "mean_impostor": float(impostor.mean()), **weights},
     )
     table = [[f"{r['far']:g}", f"{r['threshold']:.6f}", f"{r['tar']:.4f}", f"{r['actual_far']:.5f}"] for r in rows]
     print(f"{spec.name}: {n_gen} genuine, {n_imp} impostor pairs; ROC AUC {auc:.4f}; "
           f"mean cosine genuine {genuine.mean():.4f}, impostor {impostor.mean():.4f}")
     print(format_table(table, ["FAR", "threshold", "TAR", "actual FAR"]))
-    print(f"saved to {path} (used by build('{spec.name}') from now on)")
+    print(f"saved to {path}: calibration set '{calibration_set}' of weights {model.weights_digest[:16]} "
+          f"(used by build('{spec.name}') with these weights from now on)")
+    others = [r["calibration_set"] for r in list_calibrations(spec.name, model.weights_digest)
+              if r["calibration_set"] != calibration_set]
+    if others:
+        print(f"note: these weights now have {len(others) + 1} calibration sets ({', '.join([calibration_set, *others])}); "
+              f"build('{spec.name}', calibration=ID) or `fr verify --calibration ID` chooses one")
     replaced = sorted(set(spec.thresholds) & {r["far"] for r in rows}, reverse=True)
-    if replaced and not spec.threshold_source.startswith("calibrated here"):
+    if replaced:
         print(f"note: this replaces the thresholds at FAR {', '.join(f'{f:g}' for f in replaced)} from "
-              f"'{spec.threshold_source}'; delete {path} to restore them")
+              f"'{spec.threshold_source}' for these weights; --calibration {PUBLISHED} (or deleting {path}) "
+              "restores them")
     return 0
 
 
@@ -169,14 +198,14 @@ def _verify(args: argparse.Namespace) -> int:
         for p in (args.a, args.b):
             if not Path(p).is_file():
                 raise FileNotFoundError(f"image '{p}' not found; give two existing image files")
-        model = build(spec.name, weights=args.weights).to(args.device)
+        model = build(spec.name, weights=args.weights, calibration=args.calibration).to(args.device)
         result = verify_pair(model, args.a, args.b)
     except _BAD_INPUT as e:
         return _fail(e)
     short = ["/".join(Path(p).parts[-2:]) for p in (args.a, args.b)]
     print(f"{spec.name}: cosine({short[0]}, {short[1]}) = {result['cosine']:.4f}")
     if not result["decisions"]:
-        print(f"{spec.name} is uncalibrated (no thresholds), so no decision. Calibrate it with:\n"
+        print(f"{spec.name} is uncalibrated for these weights (no thresholds), so no decision. Calibrate it with:\n"
               f"  erasablemask fr calibrate {spec.name} --pairs PAIRS.csv --images DIR")
         return 0
     rows = [[f"{d['far']:g}", f"{d['threshold']:.6f}", "same person" if d["same"] else "different"]
@@ -188,7 +217,8 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _train_mini(args: argparse.Namespace) -> int:
     # Imported here: training code is only needed by this command.
-    from erasablemask.experiments.fr_tools.mini_zoo import MiniZooWorld, ensure_mini_zoo
+    from erasablemask.experiments.fr_tools.mini_world import MiniZooWorld
+    from erasablemask.experiments.fr_tools.mini_zoo import ensure_mini_zoo, mini_calibration
 
     try:
         given = {k: getattr(args, k) for k in ("seed", "n_identities", "images_per_identity",
@@ -199,7 +229,7 @@ def _train_mini(args: argparse.Namespace) -> int:
         return _fail(e)
     rows = []
     for name, path in paths.items():
-        cal = read_calibration(name) or {"thresholds": {}, "tar": {}}
+        cal = mini_calibration(name, world) or {"thresholds": {}, "tar": {}}
         tars = " ".join(f"{cal['tar'][f]:.3f}@{f:g}" for f in sorted(cal["tar"], reverse=True)) or "-"
         rows.append([name, f"{cal.get('auc', float('nan')):.4f}", tars, str(path)])
     print(format_table(rows, ["name", "held-out AUC", "TAR@FAR", "weights"]))
@@ -234,6 +264,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     ver = sub.add_parser("verify", help="cosine similarity of two photos and the decision per FAR")
     model_args(ver)
+    ver.add_argument("--calibration", default=None, metavar="ID",
+                     help="calibration set of these weights to take thresholds from (see `fr list`; "
+                          f"'{PUBLISHED}': published thresholds only; default: the only one there is)")
     ver.add_argument("a", help="first image")
     ver.add_argument("b", help="second image")
     ver.set_defaults(handler=_verify)

@@ -1,28 +1,31 @@
 """``erasablemask train CONFIG [--set k=v ...] [--in-process] [--stage 1|2|3|all] [--run-dir DIR] [--resume CKPT]``.
 
-With ``--in-process`` the curriculum runs in this process
-(:func:`erasablemask.platform.runners.in_process.run`): a progress bar per epoch,
-metrics as JSON lines in ``RUN_DIR/metrics.jsonl``, checkpoints in
-``RUN_DIR/stage<k>/checkpoints``. Without it, the stages run on Ray Train
-(:func:`erasablemask.platform.runners.ray_train.run`, imported only then). Both
-record the run in MLflow (parent run, a child run per stage) unless
-``--no-track``.
+The handler parses the arguments, owns the Ray lifecycle and calls
+:func:`erasablemask.platform.pipeline.run_pipeline`, which does the work:
+with ``--in-process`` the stages run in this process (a progress bar per
+epoch, checkpoints in ``RUN_DIR/stage<k>/checkpoints``); without it on Ray
+Train, inside :func:`erasablemask.platform.ray_session.ray_session` (``--address``
+joins a cluster and leaves it running; otherwise a local instance lives for
+the command). Both write ``RUN_DIR/metrics.jsonl`` and record the trial in
+MLflow (a trial run, a child run per stage) unless ``--no-track``.
 ``--evaluate`` ends with the full evaluation of the last stage's checkpoint
-(every FR model and evaluation transform) in ``RUN_DIR/evaluation.json``.
+(every FR model and evaluation transform): ``RUN_DIR/evaluation.json``,
+``RUN_DIR/records.parquet`` and ``RUN_DIR/protection_grid.png``. The console
+shows progress lines and, at the end, summary tables.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from erasablemask.experiments.config.loading import dump_config, load_config
+from erasablemask.experiments.config.loading import load_config
 from erasablemask.experiments.config.schema import ErasableMaskConfig
-from erasablemask.models.atomic_files import write_text_atomic
 from erasablemask.platform.cli.config import add_config_arguments
+from erasablemask.platform.pipeline import PipelineResult, preflight, run_pipeline
+from erasablemask.platform.tracking import where_lines
 
-__all__ = ["register", "parse_stages", "default_run_dir", "summary_lines"]
+__all__ = ["register", "parse_stages", "default_run_dir", "summary_lines", "stage_table", "evaluation_lines"]
 
 
 def parse_stages(value: str) -> tuple[int, ...]:
@@ -60,63 +63,59 @@ def summary_lines(metrics: dict, cfg: ErasableMaskConfig, prefix: str = "val/") 
     return lines
 
 
+def stage_table(result: PipelineResult) -> list[str]:
+    """One line per stage: epochs, steps, wall time, final checkpoint."""
+    lines = [f"  {'stage':5s} {'epochs':>6s} {'steps':>7s} {'wall (s)':>8s}  final checkpoint"]
+    for s, r in result.stages.items():
+        lines.append(f"  {s:<5d} {len(r.history):6d} {r.global_step:7d} {r.wall_s:8.0f}  {r.final_checkpoint}")
+    return lines
+
+
+def evaluation_lines(result: PipelineResult, cfg: ErasableMaskConfig) -> list[str]:
+    """The evaluation's header and per-model table (rates in %), and where its files are."""
+    report = result.evaluation
+    if report is None:
+        return []
+    return [
+        f"evaluation ({report.n_images} test images, targets {report.targets}; rates in %, ASR at FAR "
+        f"{cfg.evaluation.asr_far:g}, ESR at FAR {cfg.evaluation.esr_far:g}):",
+        *summary_lines(report.metrics, cfg, prefix=""),
+        f"  evaluation      {result.evaluation_json}",
+        f"  records         {result.records_path}   (one row per image x FR model x transform)",
+        f"  image grid      {result.grid_path}   (source | edited | protected | erased | target)",
+    ]
+
+
 def _train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     stages = parse_stages(args.stage)
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(run_dir / "config.yaml", dump_config(cfg))
-    inputs = Path(args.inputs) if args.inputs else None
-    resume = Path(args.resume) if args.resume else None
-    for flag, path in (("--inputs", inputs), ("--resume", resume)):
-        if path is not None and not (path / "state.json").is_file():
-            raise FileNotFoundError(f"{flag} {path}: not a checkpoint directory (no state.json)")
-    print(f"erasablemask train: stages {list(stages)}, run dir {run_dir}, config digest {cfg.digest()}")
-    if not args.in_process:
-        if resume is not None:
-            raise ValueError("--resume applies to --in-process runs; Ray resumes a failed stage from its own "
-                             "latest checkpoint (compute.max_failures)")
-        from erasablemask.platform.runners import ray_train as ray_runner
-
-        outcomes = ray_runner.run(cfg, stages, run_dir=run_dir, address=args.address, inputs=inputs,
-                                  track=not args.no_track)
-        last = outcomes[stages[-1]].checkpoint
-        history = {s: [o.metrics] for s, o in outcomes.items()}
-    else:
-        import torch
-
-        from erasablemask.platform.runners import in_process as local_runner
-
+    runner = "in-process" if args.in_process else "ray"
+    options = dict(run_dir=run_dir, stages=stages, runner=runner, inputs=Path(args.inputs) if args.inputs else None,
+                   resume=Path(args.resume) if args.resume else None, evaluate=args.evaluate,
+                   track=not args.no_track)
+    preflight(cfg, **options)  # bad input and an unreachable tracking server fail before Ray starts
+    print(f"erasablemask train: stages {list(stages)} ({runner}), run dir {run_dir}, config digest {cfg.digest()}",
+          flush=True)
+    if args.in_process:
         if args.threads:
+            import torch
+
             torch.set_num_threads(args.threads)
-        results = local_runner.run(cfg, stages, run_dir=run_dir, inputs=inputs, resume=resume,
-                                   track=not args.no_track, max_steps_per_epoch=args.max_steps_per_epoch)
-        last = results[stages[-1]].final_checkpoint
-        history = {s: r.history for s, r in results.items()}
-    for s in stages:
-        if history.get(s) and s >= 2:
+        result = run_pipeline(cfg, **options, max_steps_per_epoch=args.max_steps_per_epoch)
+    else:
+        from erasablemask.platform.ray_session import ray_session
+
+        with ray_session(address=args.address, cfg=cfg):
+            result = run_pipeline(cfg, **options, max_steps_per_epoch=args.max_steps_per_epoch)
+    print("\n".join(stage_table(result)))
+    for s, r in result.stages.items():
+        if r.history and s >= 2:
             print(f"stage {s}, last epoch (val split, FAR {cfg.evaluation.asr_far:g} for ASR):")
-            print("\n".join(summary_lines(history[s][-1], cfg)))
-    print(f"final checkpoint: {last}")
-    print(f"metrics: {run_dir / 'metrics.jsonl'}")
-    if not args.no_track:
-        from erasablemask.platform.tracking import where_lines
-
-        print("\n".join(where_lines(run_dir)))
-    if args.evaluate:
-        if stages[-1] < 2:
-            raise ValueError("--evaluate needs a stage-2 or stage-3 checkpoint; include stage 2 or 3")
-        from erasablemask.experiments.evaluation.evaluate import evaluate_checkpoint
-
-        report = evaluate_checkpoint(cfg, Path(last))
-        write_text_atomic(run_dir / "evaluation.json", json.dumps(report, indent=2, sort_keys=True))
-        if not args.no_track:
-            from erasablemask.platform.tracking import log_evaluation
-
-            log_evaluation(run_dir, report, [run_dir / "evaluation.json"])
-        print(f"evaluation ({report['n_images']} test images, targets {report['targets']}):")
-        print("\n".join(summary_lines(report["metrics"], cfg, prefix="")))
-        print(f"evaluation: {run_dir / 'evaluation.json'}")
+            print("\n".join(summary_lines(r.history[-1], cfg)))
+    print(f"final checkpoint: {result.final_checkpoint}")
+    print(f"metrics: {result.run_dir / 'metrics.jsonl'}")
+    print("\n".join([*evaluation_lines(result, cfg), *where_lines(result.tracking_uri, result.trial_run_id)]))
     return 0
 
 
@@ -128,7 +127,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--stage", default="all", help="1, 2, 3, a range like 2-3, or all (default)")
     p.add_argument("--run-dir", default=None, help="output folder (default: tracking.run_dir/<config digest>)")
     p.add_argument("--resume", default=None, metavar="CKPT",
-                   help="checkpoint directory of the first stage to resume from (--in-process)")
+                   help="checkpoint directory of the first stage to resume from")
     p.add_argument("--inputs", default=None, metavar="CKPT",
                    help="the previous stage's final checkpoint (default: the newest complete one in --run-dir)")
     p.add_argument("--address", default=None, help="Ray cluster to join (without --in-process)")

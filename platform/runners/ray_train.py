@@ -1,41 +1,43 @@
-"""Run the curriculum's stages on Ray Train V2, tracked in MLflow.
+"""Run one curriculum stage on Ray Train V2, on whatever Ray this process is connected to.
 
-Each stage is one ``TorchTrainer`` whose workers call the same
-:func:`erasablemask.experiments.curriculum.run_stage` the in-process runner
-calls; this module only supplies a Ray-flavoured
+``run_stage`` builds one ``TorchTrainer`` whose workers call the same
+:func:`erasablemask.experiments.curriculum.loop.run_stage` the in-process
+runner calls; this module only supplies a Ray-flavoured
 :class:`~erasablemask.experiments.curriculum.context.StageContext` (DDP, a
 ``DistributedSampler``, ``ray.train.report`` with checkpoints, resume from
-``ray.train.get_checkpoint()``, and the tests' fault injection).
+``ray.train.get_checkpoint()`` or a given checkpoint, and the tests' fault
+injection). It neither starts nor stops Ray (:mod:`erasablemask.platform.ray_session`:
+the caller owns the Ray lifecycle) and chains no stages (``platform/pipeline.py``).
+
+Console: Ray Train's INFO logs (one "Reporting training result ..." line
+with the whole metric dictionary per epoch and worker, checkpoint paths,
+worker-group start-up) are turned off with ``RunConfig(logging_config=
+LoggingConfig(log_level="WARNING"))`` and, for the one logger that setting
+misses in Ray 2.60, :func:`_quiet_report_log`; warnings and errors still
+show, and so do the workers' own progress lines (``experiments/progress.py``),
+which Ray forwards to the driver.
 """
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from erasablemask.experiments.config.schema import ErasableMaskConfig
-from erasablemask.experiments.curriculum.context import JsonlReporter, StageContext
+from erasablemask.experiments.curriculum.checkpoint import load_checkpoint
+from erasablemask.experiments.curriculum.context import JsonlReporter, StageContext, StageResult
 from erasablemask.experiments.curriculum.faults import FaultInjected
 from erasablemask.experiments.seeding import derive_seed
 from erasablemask.models.atomic_files import atomic_dir
-from erasablemask.platform.tracking import log_metrics, optional_stage_run, optional_tracker
+from erasablemask.platform.ray_session import require_ray
+from erasablemask.platform.tracking import RunRef
 
-STAGES = (1, 2, 3)
+__all__ = ["QUIET_TRAIN_LOGS", "run_stage", "train_loop_per_worker"]
 
-
-@dataclass
-class StageOutcome:
-    """One finished stage: its final checkpoint (local path) and last metrics."""
-
-    stage: int
-    checkpoint: Path
-    metrics: dict[str, Any]
-    wall_s: float
-    mlflow_run_id: str | None
+# Ray Train's own log level on the console (ray.train loggers only; Ray core and the workers' output unaffected).
+QUIET_TRAIN_LOGS = "WARNING"
 
 
 def _scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
@@ -55,6 +57,25 @@ def _fault_hook(cfg: ErasableMaskConfig, stage: int, marker: Path):
     return hook
 
 
+def _quiet_report_log() -> None:
+    """Drop Ray Train's per-report INFO line ("Reporting training result N: TrainingReport(... metrics={...})").
+
+    ``LoggingConfig(log_level=...)`` filters the ``ray.train.*`` loggers, but in
+    Ray 2.60 this one line comes from a logger named by its file path
+    (``logging.getLogger(__file__)`` in ``ray/train/v2/_internal/execution/context.py``),
+    so the filter misses it and the worker's root logger prints every metric
+    dictionary. Raising that one logger to :data:`QUIET_TRAIN_LOGS` keeps its
+    warnings and errors.
+    """
+    import logging
+
+    try:
+        from ray.train.v2._internal.execution import context as train_context
+    except ImportError:  # another Ray layout: nothing to quiet here (tests/platform/test_ray_runner.py checks)
+        return
+    logging.getLogger(train_context.__file__).setLevel(QUIET_TRAIN_LOGS)
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """The Ray Train worker: build a StageContext and run one stage."""
     import ray.train
@@ -62,7 +83,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import torch
     from torch.utils.data import DistributedSampler
 
-    from erasablemask.experiments.curriculum.loop import run_stage
+    _quiet_report_log()
+    from erasablemask.experiments.curriculum.loop import run_stage as run_stage_loop
 
     cfg = ErasableMaskConfig.model_validate(config["cfg"])
     stage = int(config["stage"])
@@ -70,21 +92,22 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     rank, world = train_ctx.get_world_rank(), train_ctx.get_world_size()
     torch.set_num_threads(max(1, int(cfg.compute.cpus_per_worker)))
 
-    latest = None
+    # A restarted worker group resumes from Ray's latest checkpoint of this stage; a fresh one from `resume`.
+    latest = Path(config["resume"]) if config.get("resume") else None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         latest = Path(checkpoint.to_directory(tempfile.mkdtemp(prefix=f"resume-stage{stage}-")))
 
     reporter = JsonlReporter(Path(config["run_dir"]) / "metrics.jsonl", keep=0, extra={"runner": "ray"})
+    tracking: RunRef | None = config.get("tracking")
 
     def report(metrics: dict, checkpoint_dir: Path | None) -> None:
         ckpt = ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
         ray.train.report(_scalar_metrics(metrics), checkpoint=ckpt)
         if rank == 0:
             reporter(metrics, None)
-            if config.get("mlflow_run_id"):
-                step = int(metrics.get("epoch", 0))
-                log_metrics(config["tracking_uri"], config["mlflow_run_id"], _scalar_metrics(metrics), step)
+            if tracking is not None:
+                tracking.log_metrics(_scalar_metrics(metrics), step=int(metrics.get("epoch", 0)))
 
     def make_sampler(dataset, shuffle: bool):
         if world == 1:
@@ -103,11 +126,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         latest_checkpoint=latest,
         fault_hook=_fault_hook(cfg, stage, Path(config["fault_marker"])),
         checkpoint_root=Path(tempfile.mkdtemp(prefix=f"ckpt-stage{stage}-rank{rank}-")),
-        progress=rank == 0,
+        progress=bool(config.get("progress", True)) and rank == 0,
+        max_steps_per_epoch=config.get("max_steps_per_epoch"),
         check_replicas=lambda fingerprint: _check_replicas_in_sync(stage, rank, world, fingerprint),
     )
     inputs = Path(config["inputs"]) if config.get("inputs") else None
-    run_stage(cfg, stage, ctx, inputs=inputs)
+    run_stage_loop(cfg, stage, ctx, inputs=inputs)
 
 
 def _check_replicas_in_sync(stage: int, rank: int, world: int, fingerprint: str) -> None:
@@ -129,44 +153,51 @@ def _check_replicas_in_sync(stage: int, rank: int, world: int, fingerprint: str)
         )
 
 
-def _ray_init(address: str | None, cfg: ErasableMaskConfig) -> bool:
-    """Join ``address`` or start a local instance; returns whether we started it."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    env = {"env_vars": {"RAY_TRAIN_V2_ENABLED": "1"}}
-    if address:
-        ray.init(address=address, runtime_env=env, log_to_driver=True)
-        return True
-    ray.init(
-        num_cpus=max(os.cpu_count() or 1, int(cfg.compute.num_workers * cfg.compute.cpus_per_worker + 0.999)),
-        num_gpus=None,
-        include_dashboard=True,  # the State API lets finished trainers free their placement groups
-        runtime_env=env,
-        log_to_driver=True,
-    )
-    return True
-
-
-def run_stage_on_ray(
+def run_stage(
     cfg: ErasableMaskConfig,
     stage: int,
     *,
     run_dir: Path,
-    inputs: Path | None,
-    tracking_uri: str | None = None,
-    run_id: str | None = None,
-) -> StageOutcome:
-    """Run one stage as a TorchTrainer and return its final checkpoint (copied locally).
+    inputs: Path | None = None,
+    resume: Path | None = None,
+    tracking: RunRef | None = None,
+    progress: bool = True,
+    max_steps_per_epoch: int | None = None,
+) -> StageResult:
+    """Run ``stage`` as a Ray Train V2 ``TorchTrainer`` on the Ray this process is connected to.
 
-    ``run_id``: the stage's MLflow child run (at ``tracking_uri``), to which
-    rank 0 logs each epoch's metrics; ``None``: not tracked.
+    Workers, GPUs and CPUs per worker come from ``compute.*``; Ray's storage
+    is ``compute.storage_path`` (default ``run_dir/ray``); a worker failure
+    resumes from the latest reported checkpoint (``compute.max_failures``).
+
+    Args:
+        cfg: validated config.
+        stage: 1, 2 or 3.
+        run_dir: rank 0's ``metrics.jsonl``, the fault marker, Ray's default
+            storage, and ``stage<k>/final`` (the final checkpoint copied here).
+        inputs: the previous stage's final checkpoint (stages 2, 3); a path the
+            workers can read (shared storage on a multi-node cluster).
+        resume: a checkpoint of this stage to start from (same caveat).
+        tracking: the stage's MLflow run; rank 0 logs each epoch's metrics to it.
+        progress: rank 0 prints a progress line per epoch (Ray forwards it).
+        max_steps_per_epoch: cut epochs short (tests, benchmarks).
+
+    Returns:
+        :class:`StageResult`; ``history`` and ``global_step`` are read back
+        from the final checkpoint's training state (replayed epochs after a
+        failure appear once), ``wall_s`` includes the worker group's start-up.
+
+    Raises:
+        RayNotRunning: this process is not connected to Ray.
+        RuntimeError: the stage failed on Ray, or reported no checkpoint.
     """
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    require_ray()
+    start = time.perf_counter()
     run_dir = Path(run_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
     storage = Path(cfg.compute.storage_path or run_dir / "ray").resolve()
     resources = {"CPU": cfg.compute.cpus_per_worker}
     if cfg.compute.use_gpu:
@@ -176,11 +207,13 @@ def run_stage_on_ray(
         train_loop_config={
             "cfg": cfg.model_dump(mode="json"),
             "stage": stage,
-            "inputs": str(inputs) if inputs else None,
+            "inputs": str(Path(inputs).resolve()) if inputs and stage > 1 else None,
+            "resume": str(Path(resume).resolve()) if resume else None,
             "run_dir": str(run_dir),
-            "tracking_uri": tracking_uri,
-            "mlflow_run_id": run_id,
+            "tracking": tracking,
             "fault_marker": str(run_dir / f".fault-stage{stage}-fired"),
+            "progress": progress,
+            "max_steps_per_epoch": max_steps_per_epoch,
         },
         scaling_config=ScalingConfig(
             num_workers=cfg.compute.num_workers, use_gpu=cfg.compute.use_gpu, resources_per_worker=resources
@@ -190,9 +223,9 @@ def run_stage_on_ray(
             storage_path=str(storage),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.compute.num_to_keep),
             failure_config=FailureConfig(max_failures=cfg.compute.max_failures),
+            logging_config=LoggingConfig(log_level=QUIET_TRAIN_LOGS),
         ),
     )
-    start = time.perf_counter()
     result = trainer.fit()
     if result.error is not None:
         raise RuntimeError(f"stage {stage} failed on Ray: {result.error}") from result.error
@@ -201,50 +234,6 @@ def run_stage_on_ray(
     final = run_dir / f"stage{stage}" / "final"
     with atomic_dir(final) as tmp:
         result.checkpoint.to_directory(str(tmp))
-    return StageOutcome(stage, final, dict(result.metrics or {}), time.perf_counter() - start, run_id)
-
-
-def run(
-    cfg: ErasableMaskConfig,
-    stages: tuple[int, ...] = STAGES,
-    *,
-    run_dir: Path,
-    address: str | None = None,
-    inputs: Path | None = None,
-    track: bool = True,
-) -> dict[int, StageOutcome]:
-    """Run ``stages`` in order on Ray Train; each stage feeds the next.
-
-    Args:
-        cfg: validated config.
-        stages: subset of (1, 2, 3), in order.
-        run_dir: where metrics, final checkpoints, Ray storage (default) and
-            the sqlite MLflow store (default) go.
-        address: an existing Ray cluster to join; ``None`` starts a local
-            instance and shuts it down afterwards.
-        inputs: the checkpoint directory the first stage starts from (the
-            previous stage's final checkpoint) when not starting at stage 1.
-        track: record in MLflow (the URI is checked before Ray starts).
-    """
-    import ray
-
-    run_dir = Path(run_dir).resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    outcomes: dict[int, StageOutcome] = {}
-
-    with optional_tracker(cfg, run_dir, track, runner="ray") as tracker:
-        started = _ray_init(address, cfg)
-        try:
-            prev = inputs
-            for stage in stages:
-                with optional_stage_run(tracker, cfg, stage) as run_id:
-                    outcome = run_stage_on_ray(cfg, stage, run_dir=run_dir, inputs=prev,
-                                               tracking_uri=tracker.uri if tracker else None, run_id=run_id)
-                    if tracker is not None:
-                        tracker.log_stage_outputs(cfg, stage, run_id, outcome.checkpoint)
-                outcomes[stage] = outcome
-                prev = outcome.checkpoint
-        finally:
-            if started:
-                ray.shutdown()
-    return outcomes
+    state = load_checkpoint(final, cfg, stage=stage, purpose="input")
+    return StageResult(stage=stage, final_checkpoint=final, history=list(state.state["history"]),
+                       global_step=state.global_step, wall_s=time.perf_counter() - start)

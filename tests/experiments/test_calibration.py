@@ -1,4 +1,8 @@
-"""Threshold calibration (experiments.calibration), verification and the `fr calibrate/verify` CLI."""
+"""Threshold calibration (experiments.fr_tools.calibration), verification and the `fr calibrate/verify` CLI.
+
+Calibrated thresholds are keyed by (model, weights digest, calibration set): another pairs set never
+overwrites a calibration, and ``build`` takes the one that belongs to the weights it loaded.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from PIL import Image
 from torch import nn
 
 from erasablemask.experiments.fr_tools.calibration import (
+    pairs_calibration_set,
     read_pairs,
     roc_auc,
     save_thresholds,
@@ -24,13 +29,17 @@ from erasablemask.experiments.fr_tools.calibration import (
 )
 from erasablemask.experiments.fr_tools.verification import embed_images, load_face_image
 from erasablemask.models.fr import registry
+from erasablemask.models.fr.calibrations import calibration_path
 from erasablemask.models.fr.registry import (
+    PUBLISHED,
+    AmbiguousCalibration,
     FaceRecognizer,
     FRSpec,
     Preprocessing,
+    UncalibratedError,
     WeightsUnavailable,
     get_spec,
-    thresholds_path,
+    list_calibrations,
 )
 
 FACES = Path(__file__).resolve().parents[2].parent / "shared" / "faces"
@@ -218,30 +227,61 @@ def test_load_face_image_composites_alpha_applies_exif_and_scales(tmp_path):
     im.save(tmp_path / "r.jpg", exif=exif)
     assert load_face_image(tmp_path / "r.jpg").shape == (3, 10, 8)
     (tmp_path / "t.jpg").write_text("not an image")
-    with pytest.raises(ValueError, match="t.jpg' could not be read"):
+    with pytest.raises(ValueError, match="t.jpg' cannot be decoded"):
         load_face_image(tmp_path / "t.jpg")
 
 
-def test_saved_thresholds_are_read_by_get_spec_and_build(toy_model):
+def test_saved_thresholds_are_used_by_build_for_those_weights_only(toy_model):
     rows = thresholds_at_far(np.array([0.9, 0.8]), np.linspace(-1, 1, 1001), (0.1, 0.01))
-    path = save_thresholds(toy_model, rows, "unit test", n_genuine=2, n_impostor=1001)
-    assert path == thresholds_path(toy_model)
+    digest = registry.build(toy_model).weights_digest
+    assert len(digest) == 64 and registry.build(toy_model).spec.thresholds == {}
+    path = save_thresholds(toy_model, digest, "pairs-unittest", rows, "unit test", n_genuine=2, n_impostor=1001)
+    assert path == calibration_path(toy_model, digest, "pairs-unittest")
+    assert path.relative_to(registry.cache_dir()).parts == ("thresholds", toy_model, digest[:16], "pairs-unittest.json")
     data = json.loads(path.read_text())
     assert data["n_genuine"] == 2 and data["n_impostor"] == 1001 and data["source"] == "unit test"
+    assert data["weights_digest"] == digest and data["calibration_set"] == "pairs-unittest"
     assert set(data) >= {"thresholds", "tar", "source", "n_genuine", "n_impostor"}
-    spec = get_spec(toy_model)
-    assert spec.thresholds == {0.1: pytest.approx(0.8), 0.01: pytest.approx(0.98)}
-    assert spec.threshold_source.startswith("calibrated here: unit test")
-    assert registry.build(toy_model).threshold(0.01) == pytest.approx(0.98)
+    model = registry.build(toy_model)
+    assert model.spec.thresholds == {0.1: pytest.approx(0.8), 0.01: pytest.approx(0.98)}
+    assert model.spec.threshold_source.startswith("calibrated here: unit test")
+    assert model.threshold(0.01) == pytest.approx(0.98) and model.calibration_set == "pairs-unittest"
+    assert get_spec(toy_model).thresholds == {}  # the registered spec holds published thresholds only
+    assert registry.build(toy_model, calibration=PUBLISHED).spec.thresholds == {}
+    other = "f" * 64  # another model's weights: its calibration is not this one's
+    save_thresholds(toy_model, other, "pairs-unittest", thresholds_at_far(np.ones(2), np.linspace(0, 1, 1001), (0.1,)),
+                    "other weights")
+    assert registry.build(toy_model).spec.thresholds[0.1] == pytest.approx(0.8)
     assert not list(path.parent.glob("*.tmp"))  # atomic write left no temp file
 
 
 def test_corrupt_threshold_file_is_named_with_the_fix(toy_model):
-    path = thresholds_path(toy_model)
+    path = calibration_path(toy_model, registry.build(toy_model).weights_digest, "pairs-corrupt")
     path.parent.mkdir(parents=True)
     path.write_text("{not json")
     with pytest.raises(ValueError, match=r"unreadable .* delete the file"):
-        get_spec(toy_model)
+        registry.build(toy_model)
+
+
+def test_old_flat_threshold_files_are_ignored_and_listed(toy_model, capsys):
+    legacy = registry.cache_dir() / "thresholds" / f"{toy_model}.json"
+    legacy.parent.mkdir(parents=True)
+    legacy.write_text(json.dumps({"thresholds": {"0.1": 0.5}, "tar": {}, "source": "old layout"}))
+    assert registry.build(toy_model).spec.thresholds == {}  # it does not say which weights it belongs to
+    assert _cli(["fr", "list"]) == 0
+    assert "ignored: 1 threshold file(s) of the old layout" in capsys.readouterr().out
+
+
+def test_pairs_calibration_set_follows_pairs_and_image_bytes_not_folder_name(toy_photos, tmp_path):
+    images, csv = toy_photos
+    df = read_pairs(csv, images)
+    ident = pairs_calibration_set(df, images)
+    assert re.fullmatch(r"pairs-[0-9a-f]{16}", ident)
+    moved = images.rename(tmp_path / "elsewhere")
+    assert pairs_calibration_set(df, moved) == ident
+    assert pairs_calibration_set(df.iloc[:-1], moved) != ident
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(moved / "id0/0.png")  # other photo, same name
+    assert pairs_calibration_set(df, moved) != ident
 
 
 # ---------------------------------------------------------------- the CLI handlers
@@ -261,8 +301,9 @@ def test_cli_calibrate_then_verify_uses_saved_thresholds(toy_model, toy_photos, 
     assert "uncalibrated" in capsys.readouterr().out
     assert _cli(["fr", "calibrate", toy_model, "--pairs", str(csv), "--images", str(images), "--far", "0.1"]) == 0
     out = capsys.readouterr().out
-    assert "FAR" in out and "TAR" in out and str(thresholds_path(toy_model)) in out
-    thr = get_spec(toy_model).thresholds[0.1]
+    digest, pairs_set = registry.build(toy_model).weights_digest, pairs_calibration_set(read_pairs(csv, images), images)
+    assert "FAR" in out and "TAR" in out and str(calibration_path(toy_model, digest, pairs_set)) in out
+    thr = registry.build(toy_model).spec.thresholds[0.1]
     assert _cli(verify_args) == 0
     out = capsys.readouterr().out
     assert f"{thr:.6f}" in out and "same person" in out
@@ -277,9 +318,44 @@ def test_cli_calibrate_says_when_it_replaces_published_thresholds(toy_model, toy
     monkeypatch.setitem(registry._SPECS, toy_model, published)
     assert _cli(["fr", "calibrate", toy_model, "--pairs", str(csv), "--images", str(images), "--far", "0.1"]) == 0
     assert "replaces the thresholds at FAR 0.1 from 'published: unit test table'" in capsys.readouterr().out
-    spec = get_spec(toy_model)
+    spec = registry.build(toy_model).spec
     assert spec.thresholds[0.01] == 0.6 and spec.thresholds[0.1] != 0.5  # only FAR 0.1 replaced
     assert "FAR 0.01: published: unit test table" in spec.threshold_source
+
+
+def test_calibrating_on_another_pairs_set_keeps_the_first_and_build_asks_which(toy_model, toy_photos, capsys):
+    images, csv = toy_photos
+    subset = csv.with_name("subset.csv")  # another calibration set: the pairs without identity 5
+    df = pd.read_csv(csv)
+    df[~df["a"].str.startswith("id5") & ~df["b"].str.startswith("id5")].to_csv(subset, index=False)
+    sets = [pairs_calibration_set(read_pairs(p, images), images) for p in (csv, subset)]
+    assert sets[0] != sets[1]
+    calibrate = ["fr", "calibrate", toy_model, "--images", str(images), "--far", "0.1", "--pairs"]
+    assert _cli([*calibrate, str(csv)]) == 0
+    digest = registry.build(toy_model).weights_digest
+    first = calibration_path(toy_model, digest, sets[0])
+    first_text = first.read_text()
+    assert _cli([*calibrate, str(subset)]) == 0
+    out = capsys.readouterr().out
+    assert "these weights now have 2 calibration sets" in out
+    second = calibration_path(toy_model, digest, sets[1])
+    assert first.read_text() == first_text and second.is_file()  # the first calibration was not overwritten
+    records = {r["calibration_set"]: r for r in list_calibrations(toy_model, digest)}
+    assert set(records) == set(sets) and records[sets[0]]["thresholds"] != records[sets[1]]["thresholds"]
+    with pytest.raises(AmbiguousCalibration, match=rf"2 calibration sets: '{sets[0]}'.*'{sets[1]}'.*calibration=ID"):
+        registry.build(toy_model)
+    for ident in sets:
+        model = registry.build(toy_model, calibration=ident)
+        assert model.spec.thresholds == records[ident]["thresholds"] and model.calibration_set == ident
+    with pytest.raises(UncalibratedError, match=rf"no calibration set 'pairs-nope'.*{sets[0]}"):
+        registry.build(toy_model, calibration="pairs-nope")
+    verify = ["fr", "verify", toy_model, str(images / "id0/0.png"), str(images / "id0/1.png")]
+    assert _cli(verify) == 2 and "--calibration ID" in capsys.readouterr().err
+    assert _cli([*verify, "--calibration", sets[1]]) == 0
+    assert f"{records[sets[1]]['thresholds'][0.1]:.6f}" in capsys.readouterr().out
+    assert _cli(["fr", "list", "--max-width", "0"]) == 0
+    listing = capsys.readouterr().out.split("calibrated here")[1]
+    assert sets[0] in listing and sets[1] in listing and digest[:16] in listing
 
 
 @pytest.mark.parametrize(
@@ -355,7 +431,11 @@ def test_cli_train_mini_trains_once_calibrates_and_caches(tmp_path, monkeypatch,
     out = capsys.readouterr().out
     (weights,) = (tmp_path / "mini_fr").glob("mini_mobileface_arc_s0-*.safetensors")
     assert "mini_mobileface_arc_s0" in out and str(weights) in out
-    cal = registry.read_calibration("mini_mobileface_arc_s0")
+    from erasablemask.experiments.fr_tools.mini_world import MiniZooWorld
+    from erasablemask.experiments.fr_tools.mini_zoo import mini_calibration
+
+    world = MiniZooWorld(n_identities=8, images_per_identity=8, heldout_identities=4, image_size=32, epochs=1)
+    cal = mini_calibration("mini_mobileface_arc_s0", world)
     assert cal is not None and 0.1 in cal["thresholds"] and cal["n_impostor"] == 384  # 32 held-out images
     stamp = weights.stat().st_mtime_ns
     assert _cli(argv) == 0  # cached: not trained again

@@ -129,18 +129,27 @@ def test_cli_in_process_runs_all_stages_writes_metrics_and_evaluates(zoo, tmp_pa
     assert 0.0 <= metrics["attr/clf_protected_edited"] <= 1.0
     assert metrics["attr/clf_clean_all"] > 0.5  # the separate classifier reads clean attributes
     assert report["n_images"] == 12  # 6 source identities x 2 test images
-    _check_in_process_mlflow_records(run, lines, metrics)
+    assert (run / "records.parquet").is_file()
+    trial_id = _check_in_process_mlflow_records(run, lines, metrics)
+    assert f"(trial run {trial_id})" in out  # the console names the trial run
     assert "mlflow ui --backend-store-uri sqlite:///" in out
+    assert "'train/" not in out and '"train/' not in out  # a quiet console: tables, not metric dictionaries
 
 
-def _check_in_process_mlflow_records(run: Path, lines: list[dict], test_metrics: dict) -> None:
-    """The in-process runner records like the Ray one: parent + a child per stage, per-epoch metrics, artifacts."""
+def _check_in_process_mlflow_records(run: Path, lines: list[dict], test_metrics: dict) -> str:
+    """The in-process runner records like the Ray one: a trial run + a child per stage, per-epoch metrics, artifacts.
+
+    Returns the trial run's id.
+    """
     from mlflow.tracking import MlflowClient
 
-    pointer = json.loads((run / "mlflow.json").read_text())
-    assert pointer["tracking_uri"] == f"sqlite:///{(run / 'mlflow.db').resolve()}"  # the default: never ./mlruns
-    client = MlflowClient(tracking_uri=pointer["tracking_uri"])
-    parent = client.get_run(pointer["parent_run_id"])
+    uri = f"sqlite:///{(run / 'mlflow.db').resolve()}"  # the default: never ./mlruns
+    assert not (run / "mlflow.json").exists()  # no pointer file between the run and its evaluation
+    client = MlflowClient(tracking_uri=uri)
+    trials = client.search_runs([e.experiment_id for e in client.search_experiments()], "tags.stage = 'all'")
+    assert len(trials) == 1
+    parent = trials[0]
+    assert "mlflow.parentRunId" not in parent.data.tags  # a plain `train` is a trial without a sweep
     assert parent.info.status == "FINISHED" and parent.data.params["attack.method"] == "meta_auxiliary"
     children = client.search_runs([parent.info.experiment_id],
                                   f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
@@ -161,7 +170,8 @@ def _check_in_process_mlflow_records(run: Path, lines: list[dict], test_metrics:
     logged = client.get_run(parent.info.run_id).data.metrics
     assert logged[f"test/asr/{m}"] == pytest.approx(test_metrics[f"asr/{m}"])
     assert logged[f"test/asr_at_jpeg/{m}"] == pytest.approx(test_metrics[f"asr@jpeg/{m}"])  # '@' is not an MLflow char
-    assert "evaluation.json" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"evaluation.json", "records.parquet"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
+    return parent.info.run_id
 
 
 @pytest.mark.parametrize("method", ["ensemble", "first_order"])

@@ -2,18 +2,25 @@
 
 Everything trains on a tiny world (20 identities of 16 images, 6 held out,
 plus 40 FR-only identities of 8 images) for a few epochs in a private
-``ERASABLEMASK_HOME``, on one thread.
+``ERASABLEMASK_HOME``, on one thread. There is no process-global world:
+every build names its world, and a fresh process given the same config
+builds the same model.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from erasablemask.experiments.fr_tools import mini_zoo as fr_mini
 from erasablemask.experiments.fr_tools.calibration import roc_auc
+from erasablemask.experiments.fr_tools.mini_calibration import heldout_scores
 from erasablemask.experiments.fr_tools.mini_report import (
     impersonation_pairs,
     impersonation_transfer,
@@ -21,11 +28,12 @@ from erasablemask.experiments.fr_tools.mini_report import (
     zoo_quality,
 )
 from erasablemask.experiments.fr_tools.mini_training import MarginHead
-from erasablemask.experiments.fr_tools.mini_zoo import MiniZooWorld, ensure_mini_zoo, heldout_scores
+from erasablemask.experiments.fr_tools.mini_world import MiniZooWorld, heldout_calibration_set, population_world
+from erasablemask.experiments.fr_tools.mini_zoo import build_mini_model, ensure_mini_zoo, mini_calibration
 from erasablemask.models.fr import build, get_spec
 from erasablemask.models.fr.mini import MINI_FAMILIES
 from erasablemask.models.fr.mini_zoo import MINI_RECIPES, build_mini_recognizer, load_mini_weights
-from erasablemask.models.fr.registry import RANDOM_INIT, available, read_calibration
+from erasablemask.models.fr.registry import RANDOM_INIT, WeightsUnavailable, available, list_calibrations
 
 TINY = MiniZooWorld(
     seed=0, n_identities=20, images_per_identity=16, heldout_identities=6, image_size=64,
@@ -38,23 +46,18 @@ A, B = "mini_iresnet_arc_s0", "mini_mobileface_arc_s0"
 def tiny_zoo(tmp_path_factory):
     """Two mini models of different families trained on TINY in a private cache."""
     home = tmp_path_factory.mktemp("home")
-    active = dict(fr_mini._ACTIVE)
     threads = torch.get_num_threads()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ERASABLEMASK_HOME", str(home))
         paths = ensure_mini_zoo([A, B], TINY, threads=1, progress=False)
         yield paths
-    fr_mini._ACTIVE.clear()
-    fr_mini._ACTIVE.update(active)
     torch.set_num_threads(threads)
 
 
 @pytest.fixture
 def home(tiny_zoo, monkeypatch):
-    """The tiny zoo's cache as ERASABLEMASK_HOME and TINY as the active world, for one test."""
+    """The tiny zoo's cache as ERASABLEMASK_HOME, for one test."""
     monkeypatch.setenv("ERASABLEMASK_HOME", str(next(iter(tiny_zoo.values())).parents[1]))
-    monkeypatch.setitem(fr_mini._ACTIVE, "world", TINY)
-    monkeypatch.setitem(fr_mini._ACTIVE, "threads", 1)
     return tiny_zoo
 
 
@@ -121,16 +124,16 @@ def test_cache_by_config_hash_trains_once_and_retrains_on_change(home, monkeypat
     assert fr_mini.config_hash(A, changed) != fr_mini.config_hash(A, TINY)
     new = ensure_mini_zoo([A], changed, threads=1, progress=False)[A]
     assert calls == [A] and new != path and new.is_file() and path.is_file()
-    assert read_calibration(A)["weights_hash"] == fr_mini.config_hash(A, changed)  # recalibrated for new weights
-    ensure_mini_zoo([A], TINY, threads=1, progress=False)  # back: cached, thresholds follow the weights
-    assert calls == [A] and read_calibration(A)["weights_hash"] == fr_mini.config_hash(A, TINY)
+    assert mini_calibration(A, changed)["weights_hash"] == fr_mini.config_hash(A, changed)  # calibrated for new weights
+    ensure_mini_zoo([A], TINY, threads=1, progress=False)  # back: cached, and its thresholds were kept
+    assert calls == [A] and mini_calibration(A, TINY)["weights_hash"] == fr_mini.config_hash(A, TINY)
+    assert fr_mini.config_hash(A, changed) in build_mini_model(A, changed).spec.threshold_source
+    assert fr_mini.config_hash(A, TINY) in build_mini_model(A, TINY).spec.threshold_source
 
 
 def test_parallel_training_gives_the_same_weights_as_sequential(tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
-    monkeypatch.setitem(fr_mini._ACTIVE, "world", TINY)  # restored after the test
-    monkeypatch.setitem(fr_mini._ACTIVE, "threads", None)
     quick = MiniZooWorld(**{**TINY.__dict__, "epochs": 1})
     monkeypatch.setenv("ERASABLEMASK_HOME", str(tmp_path / "parallel"))
     parallel = ensure_mini_zoo([A, B], quick, jobs=2, threads=1, progress=False)
@@ -144,7 +147,7 @@ def test_parallel_training_gives_the_same_weights_as_sequential(tmp_path, monkey
 def test_thresholds_follow_the_weights_file_when_another_process_replaces_it(home, monkeypatch):
     from safetensors.torch import load_file, save_file
 
-    cal = read_calibration(B)
+    cal = mini_calibration(B, TINY)
     state = load_file(str(home[B]))
     original = home[B].read_bytes()
     monkeypatch.setattr(fr_mini, "train_mini_model", lambda *a, **k: pytest.fail("must not retrain"))
@@ -153,38 +156,42 @@ def test_thresholds_follow_the_weights_file_when_another_process_replaces_it(hom
         w = state["project.0.weight"]
         w += 0.5 * w.std() * torch.randn(w.shape, generator=torch.Generator().manual_seed(0))
         save_file(state, str(home[B]))
-        ensure_mini_zoo([B], TINY, threads=1, progress=False)
-        new = read_calibration(B)
+        model = build_mini_model(B, TINY, threads=1, progress=False)
+        new = mini_calibration(B, TINY)
         assert new["weights_sha256"] != cal["weights_sha256"] and new["weights_hash"] == cal["weights_hash"]
-        assert new["thresholds"] != cal["thresholds"]
+        assert new["thresholds"] != cal["thresholds"] and model.spec.thresholds == new["thresholds"]
+        assert new["weights_digest"] != cal["weights_digest"]
     finally:
         home[B].write_bytes(original)
-        ensure_mini_zoo([B], TINY, threads=1, progress=False)
-    assert read_calibration(B)["thresholds"] == cal["thresholds"]
+    # The first weights' calibration was kept, not overwritten: restoring the file needs no recalibration.
+    assert len(list_calibrations(B)) == 2
+    assert build_mini_model(B, TINY, progress=False).spec.thresholds == cal["thresholds"]
 
 
 def test_short_trained_models_verify_heldout_identities_well_above_chance(home):
     for name in (A, B):
-        genuine, impostor = heldout_scores(build(name), TINY)
+        genuine, impostor = heldout_scores(build_mini_model(name, TINY), TINY)
         untrained = roc_auc(*heldout_scores(build(name, weights=RANDOM_INIT), TINY))
         auc = roc_auc(genuine, impostor)
         assert auc > 0.7 and auc > untrained + 0.05, (name, auc, untrained)
 
 
 def test_thresholds_are_calibrated_on_heldout_pairs_and_used_by_build(home):
-    cal = read_calibration(A)
+    cal = mini_calibration(A, TINY)
     n = 6 * 16  # held-out images
     assert cal["n_genuine"] == 6 * 16 * 15 // 2 and cal["n_impostor"] == n * (n - 1) // 2 - cal["n_genuine"]
     assert sorted(cal["thresholds"]) == [0.01, 0.1]  # 0.001 needs >= 10,000 impostor pairs: skipped
-    model = build(A)
+    model = build_mini_model(A, TINY)
     assert model.threshold(0.1) == cal["thresholds"][0.1] and model.threshold(0.01) == cal["thresholds"][0.01]
     assert fr_mini.config_hash(A, TINY) in model.spec.threshold_source
+    assert model.calibration_set == heldout_calibration_set(TINY) == cal["calibration_set"]
+    assert model.weights_digest == cal["weights_digest"]
     assert cal["tar"][0.1] >= cal["tar"][0.01] > 0.1
-    x = fr_mini.population_world(TINY).images(range(4))
-    explicit = build(A, weights=home[A])
-    assert torch.allclose(model(x), explicit(x))
+    x = population_world(TINY).images(range(4))
+    explicit = build(A, weights=home[A])  # no calibration named: the only one for these weights
+    assert torch.allclose(model(x), explicit(x)) and explicit.spec.thresholds == model.spec.thresholds
     assert not torch.allclose(model(x), build(A, weights=RANDOM_INIT)(x), atol=1e-3)
-    rows = zoo_quality(home)
+    rows = zoo_quality(home, TINY)
     assert [r["name"] for r in rows] == [A, B]
     assert rows[0]["params"] == sum(p.numel() for p in model.backbone.parameters())
     assert rows[0]["tar@0.01"] == cal["tar"][0.01] and rows[0]["train_cpu_seconds"] > 0
@@ -205,8 +212,8 @@ def test_bad_world_and_unknown_names_fail_before_training():
 
 
 def test_attack_on_one_model_transfers_only_partly_to_another_family(home):
-    models = {n: build(n) for n in (A, B)}
-    world = fr_mini.population_world(TINY)
+    models = {n: build_mini_model(n, TINY) for n in (A, B)}
+    world = population_world(TINY)
     src, tgt, _ = impersonation_pairs(world, TINY.heldout, 12, seed=0)
     adv = pgd_impersonate(models[A], src, tgt, eps=16 / 255, steps=5)
     assert (adv - src).abs().max() <= 16 / 255 + 1e-6 and adv.min() >= -1 and adv.max() <= 1
@@ -226,3 +233,72 @@ def test_attack_on_one_model_transfers_only_partly_to_another_family(home):
     _, ib = heldout_scores(models[B], TINY)
     corr = torch.corrcoef(torch.tensor([list(ia), list(ib)]))[0, 1].item()
     assert corr < 0.9, corr
+
+
+# ------------------------------------------------------------------- no global state: explicit worlds
+
+
+def test_two_worlds_calibrations_of_one_model_coexist_and_each_build_gets_its_own(home):
+    other = MiniZooWorld(**{**TINY.__dict__, "seed": 1, "epochs": 1})  # a sweep over the world seed
+    assert heldout_calibration_set(other) != heldout_calibration_set(TINY)
+    first = build_mini_model(A, TINY, threads=1, progress=False)
+    second = build_mini_model(A, other, threads=1, progress=False)
+    assert second.weights_digest != first.weights_digest
+    assert second.spec.thresholds != first.spec.thresholds
+    # Both calibrations are on disk, each under its own weights and calibration set ...
+    keys = {(r["weights_digest"], r["calibration_set"]) for r in list_calibrations(A)}
+    assert {(first.weights_digest, first.calibration_set), (second.weights_digest, second.calibration_set)} <= keys
+    # ... and building either world's model again gives back that world's thresholds, in any order.
+    assert build_mini_model(A, TINY, progress=False).spec.thresholds == first.spec.thresholds
+    assert build_mini_model(A, other, progress=False).spec.thresholds == second.spec.thresholds
+    assert mini_calibration(A, other)["thresholds"] == second.spec.thresholds
+    assert build(A, weights=fr_mini.mini_weights_path(A, TINY)).spec.thresholds == first.spec.thresholds
+
+
+def test_build_of_a_mini_model_without_a_world_refuses_naming_the_fix(home):
+    with pytest.raises(WeightsUnavailable, match=r"mini_iresnet_arc_s0.*trained here.*build_mini_model\(name, world\)"):
+        build(A)
+
+
+_CHILD = """
+import os, sys, torch
+torch.set_num_threads(int(os.environ["CHILD_TORCH_THREADS"]))  # the driver's: same kernels, same bits
+from erasablemask.experiments.config.loading import load_config
+from erasablemask.experiments.fr_tools.zoo import build_fr_models
+cfg = load_config("miniworld_demo", sys.argv[2:])
+models = build_fr_models(cfg, ["{a}", "{b}"], progress=False)
+x = torch.load(sys.argv[1])["x"]
+with torch.no_grad():
+    out = {{n: {{"emb": m(x), "thresholds": m.spec.thresholds, "digest": m.weights_digest}} for n, m in models.items()}}
+torch.save(out, sys.argv[1])
+"""
+
+
+def test_a_fresh_process_builds_the_configs_mini_models_bit_identical_to_the_driver(home, tmp_path):
+    """What a Ray actor or Tune trial does: a new interpreter, only the config, the same cache."""
+    from erasablemask.experiments.config.loading import load_config
+    from erasablemask.experiments.data.splits import zoo_world
+    from erasablemask.experiments.fr_tools.zoo import build_fr_models
+
+    overrides = ["seed=0", "data.image_size=64", "data.miniworld.n_identities=20",
+                 "data.miniworld.images_per_identity=16", "data.miniworld.heldout_identities=6",
+                 "data.miniworld.fr_extra_identities=40", "data.miniworld.fr_extra_images_per_identity=8",
+                 "data.miniworld.fr_epochs=6"]
+    cfg = load_config("miniworld_demo", overrides)
+    assert zoo_world(cfg) == TINY  # the module's cached zoo: nothing is trained here or in the child
+    stamps = {n: p.stat().st_mtime_ns for n, p in home.items()}
+    driver = build_fr_models(cfg, [A, B], progress=False)
+    x = population_world(TINY).images(range(6))
+    exchange = tmp_path / "exchange.pt"
+    torch.save({"x": x}, exchange)
+    env = {**os.environ, "CHILD_TORCH_THREADS": str(torch.get_num_threads())}
+    done = subprocess.run([sys.executable, "-c", _CHILD.format(a=A, b=B), str(exchange), *overrides],
+                          capture_output=True, text=True, env=env, cwd=Path(__file__).parent, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    child = torch.load(exchange)
+    with torch.no_grad():
+        for name, model in driver.items():
+            assert torch.equal(child[name]["emb"], model(x)), name
+            assert child[name]["thresholds"] == model.spec.thresholds and model.spec.thresholds, name
+            assert child[name]["digest"] == model.weights_digest == mini_calibration(name, TINY)["weights_digest"]
+    assert {n: p.stat().st_mtime_ns for n, p in home.items()} == stamps  # cached weights were used, not retrained

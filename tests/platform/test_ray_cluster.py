@@ -75,5 +75,5 @@ def test_two_ddp_workers_on_an_existing_cluster_train_in_sync_and_leave_it_runni
     assert lines[1]["global_step"] == (n_train // 2) // cfg.stage2.batch_size
     assert lines[2]["global_step"] == (n_train // 2) // cfg.stage3.batch_size
     assert (run / "stage3" / "final" / "state.json").is_file()
-    assert not (run / "mlflow.json").exists()  # --no-track
+    assert not (run / "mlflow.db").exists()  # --no-track
     assert _cluster_alive(address, env), "joining a cluster must not shut it down"

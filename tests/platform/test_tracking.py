@@ -1,4 +1,4 @@
-"""MLflow tracking against a real server on 127.0.0.1, and failing fast when it is unreachable."""
+"""MLflow tracking against a real server on 127.0.0.1: trial and stage runs, nesting under a sweep, failing fast."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from erasablemask.platform.tracking import (
     TrackingUnavailable,
     check_tracking_uri,
     resolve_tracking_uri,
+    where_lines,
 )
 
 
@@ -38,7 +39,7 @@ def test_unreachable_server_fails_naming_the_uri() -> None:
         check_tracking_uri("http://127.0.0.1:9", timeout=2)
 
 
-def test_parent_and_child_runs_round_trip_through_a_real_server(mlflow_server: str, tmp_path: Path) -> None:
+def test_trial_and_stage_runs_round_trip_through_a_real_server(mlflow_server: str, tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
     cfg = load_config(None, [f"tracking.tracking_uri={mlflow_server}", "tracking.experiment_name=tracking-test"])
@@ -50,13 +51,16 @@ def test_parent_and_child_runs_round_trip_through_a_real_server(mlflow_server: s
         (tmp_path / "ckpt" / "weights.safetensors").write_bytes(b"\x00" * 16)
         tracker.log_artifacts(child, tmp_path / "ckpt", "checkpoint")
         tracker.end_stage(child, ok=True)
-        parent_id = tracker.parent_run_id
+        tracker.log_evaluation({"asr@jpeg/mini_a": 0.75}, [])
+        parent_id = tracker.trial_run_id
 
     client = MlflowClient(tracking_uri=mlflow_server)
     parent = client.get_run(parent_id)
     assert parent.info.status == "FINISHED"
     assert parent.data.params["stage2.lambda_adv"] == "200.0"
     assert parent.data.tags["surrogates"] == "ir152,irse50,facenet"
+    assert "mlflow.parentRunId" not in parent.data.tags  # a trial without a sweep is a top-level run
+    assert parent.data.metrics == {"test/asr_at_jpeg/mini_a": 0.75}  # '@' is not an MLflow character
     runs = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
     assert [r.info.run_id for r in runs] == [child]
     history = client.get_metric_history(child, "loss/adv")
@@ -67,3 +71,31 @@ def test_parent_and_child_runs_round_trip_through_a_real_server(mlflow_server: s
     manifest_path = client.download_artifacts(parent_id, "manifest.json", str(tmp_path / "dl"))
     manifest = json.loads(Path(manifest_path).read_text())
     assert manifest["config_digest"] == cfg.digest() and manifest["packages"]["torch"].startswith("2.14")
+
+
+def test_a_trial_with_a_parent_run_nests_under_it_in_its_experiment(mlflow_server: str, tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=mlflow_server)
+    sweep_exp = client.create_experiment(f"sweep-{tmp_path.name}")
+    sweep = client.create_run(sweep_exp, run_name="sweep").info.run_id
+    cfg = load_config(None, [f"tracking.tracking_uri={mlflow_server}", "tracking.experiment_name=another-experiment"])
+    with Tracker.open(cfg, tmp_path, parent_run_id=sweep, runner="in-process") as tracker:
+        with tracker.stage_run(cfg, 1) as stage_run:
+            pass
+    trial = client.get_run(tracker.trial_run_id)
+    assert trial.data.tags["mlflow.parentRunId"] == sweep and trial.info.experiment_id == sweep_exp
+    assert client.get_run(stage_run).data.tags["mlflow.parentRunId"] == tracker.trial_run_id
+    assert trial.info.status == client.get_run(stage_run).info.status == "FINISHED"
+
+    with pytest.raises(TrackingUnavailable, match="parent run 'no-such-run' is not a run at"):
+        with Tracker.open(cfg, tmp_path, parent_run_id="no-such-run"):
+            pass
+
+
+def test_where_lines_name_the_trial_run_and_the_ui_command() -> None:
+    lines = where_lines("sqlite:////tmp/r/mlflow.db", "abc123")
+    assert lines[0].endswith("sqlite:////tmp/r/mlflow.db  (trial run abc123)")
+    assert "mlflow ui --backend-store-uri sqlite:////tmp/r/mlflow.db" in lines[1]
+    assert where_lines("http://h:5000", "abc")[1].strip() == "open the UI:    http://h:5000"
+    assert where_lines(None, None) == ["  MLflow          not tracked (--no-track)"]
