@@ -16,7 +16,8 @@ Ray Tune trial call. In order, it
 5. optionally evaluates the final checkpoint on the test split and writes
    ``evaluation.json``, ``records.parquet`` (one row per protected image x FR
    model x transform) and ``protection_grid.png`` to ``run_dir``, logging the
-   three files and the ``test/<metric>`` summaries to the trial run.
+   three files, the ``test/<metric>`` summaries, the headline means
+   (``asr.black_box_mean``, ...) and the ``targets`` tag to the trial run.
 
 The caller owns the Ray lifecycle (:mod:`erasablemask.platform.ray_session`):
 the pipeline never starts or stops Ray, so it runs unchanged inside a Tune
@@ -249,5 +250,6 @@ def _evaluate(cfg: ErasableMaskConfig, checkpoint: Path, run_dir: Path, tracker:
     with atomic_path(run_dir / PROTECTION_GRID) as tmp:
         protection_grid(cfg, checkpoint).save(tmp, format="PNG")
     if tracker is not None:
-        tracker.log_evaluation(report.metrics, [summary, Path(records), run_dir / PROTECTION_GRID])
+        tracker.log_evaluation(report.metrics, [summary, Path(records), run_dir / PROTECTION_GRID],
+                               targets=report.targets)
     return report

@@ -25,13 +25,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from erasablemask.experiments.config.schema import ErasableMaskConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Packages whose versions go into every run's manifest.
 MANIFEST_PACKAGES = ("erasablemask", "torch", "torchvision", "ray", "mlflow", "kornia", "numpy", "optuna")
+# The protection the pipeline evaluates (ErasableMaskProtection.name), the ``method`` tag of its runs.
+PIPELINE_METHOD = "erasablemask"
+# Metrics and model groups logged under flat headline names (:func:`headline_metrics`).
+HEADLINE_METRICS = ("asr", "esr", "idr")
+HEADLINE_GROUPS = ("black_box_mean", "surrogates_mean")
 
 
 class TrackingUnavailable(RuntimeError):
@@ -105,16 +110,73 @@ def worker_seed(seed: int, rank: int) -> int:
     return seed * 1000 + rank
 
 
-def run_tags(cfg: ErasableMaskConfig, **extra: str) -> dict[str, str]:
+def target_tag(cfg: ErasableMaskConfig) -> str:
+    """The impersonation target(s) a config asks for, as one tag value.
+
+    ``miniworld_heldout/seeded x1`` (mode, selection, count) on the
+    mini-world; with ``mode=images`` the training images' file names,
+    comma-joined. The identities actually drawn are the ``targets`` tag,
+    set when the run is evaluated (:meth:`Tracker.log_evaluation`).
+    """
+    t = cfg.attack.target
+    if t.mode == "images":
+        return ",".join(Path(p).name for p in t.train_images)
+    return f"{t.mode}/{t.selection} x{t.count}"
+
+
+def run_tags(cfg: ErasableMaskConfig, *, sweep: str | None = None, method: str = PIPELINE_METHOD,
+             **extra: str) -> dict[str, str]:
+    """The tags of every run of a trial, the columns a comparison dashboard groups and filters by.
+
+    Args:
+        cfg: the resolved config.
+        sweep: the sweep's MLflow run id (the trial's parent); ``None``: the tag is ``"none"``.
+        method: the protection evaluated, as in the records' ``method`` column
+            (the pipeline's is ErasableMask; a competitor's run passes its own name).
+        **extra: further tags (``stage``, ``runner``), which may override these.
+
+    Returns:
+        ``method``, ``attack`` (``attack.method``: meta_auxiliary, first_order,
+        ensemble — Table VII's variants), ``surrogates``, ``black_box``
+        (comma-joined model names), ``dataset`` (``data.kind``),
+        ``data_kind``, ``sweep``, ``seed``, ``target`` (:func:`target_tag`),
+        ``config_digest`` and ``extra``.
+    """
     return {
-        "method": cfg.attack.method,
+        "method": method,
+        "attack": cfg.attack.method,
         "surrogates": ",".join(cfg.attack.surrogates),
         "black_box": ",".join(cfg.attack.black_box),
         "dataset": cfg.data.kind,
         "data_kind": "mini-world (synthetic)" if cfg.data.kind == "miniworld" else "real",
+        "sweep": sweep or "none",
+        "seed": str(cfg.seed),
+        "target": target_tag(cfg),
         "config_digest": cfg.digest(),
         **extra,
     }
+
+
+def headline_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """The evaluation's group means under flat, stable names for MLflow's runs table and charts.
+
+    ``<metric>/<group>`` -> ``<metric>.<group>``, ``<metric>@<t>/<group>`` -> ``<metric>_at_<t>.<group>``
+    (``asr/black_box_mean`` -> ``asr.black_box_mean``), for :data:`HEADLINE_METRICS` and :data:`HEADLINE_GROUPS`.
+    Per-model values stay under their ``test/...`` keys (``test/asr/<model>``, ``test/asr_at_jpeg/<model>``).
+
+    Args:
+        metrics: evaluation summary keys (``EvaluationReport.metrics``) -> values in [0, 1].
+
+    Returns:
+        The headline subset, renamed; empty when ``metrics`` has no group means.
+    """
+    out: dict[str, float] = {}
+    for key, value in metrics.items():
+        name, _, group = key.partition("/")
+        metric, _, transform = name.partition("@")
+        if metric in HEADLINE_METRICS and group in HEADLINE_GROUPS:
+            out[f"{metric}_at_{transform}.{group}" if transform else f"{metric}.{group}"] = value
+    return out
 
 
 def _experiment_id(client: Any, cfg: ErasableMaskConfig, uri: str, run_dir: Path) -> str:
@@ -153,6 +215,7 @@ class Tracker:
     trial_run_id: str
     client: Any = field(repr=False)
     runner: str = "ray"  # tag of every run: "ray" or "in-process"
+    sweep: str | None = None  # the sweep's run id (the trial's parent), tag of every run
 
     @classmethod
     @contextmanager
@@ -177,7 +240,7 @@ class Tracker:
         uri = resolve_tracking_uri(cfg, run_dir)
         check_tracking_uri(uri)
         client = MlflowClient(tracking_uri=uri)
-        tags = run_tags(cfg, stage="all", runner=runner)
+        tags = run_tags(cfg, sweep=parent_run_id, stage="all", runner=runner)
         if parent_run_id is not None:
             try:
                 exp_id = client.get_run(parent_run_id).info.experiment_id
@@ -190,7 +253,8 @@ class Tracker:
         else:
             exp_id = _experiment_id(client, cfg, uri, run_dir)
         trial = client.create_run(exp_id, run_name=run_name or f"train-{cfg.digest()}", tags=tags)
-        tracker = cls(uri=uri, experiment_id=exp_id, trial_run_id=trial.info.run_id, client=client, runner=runner)
+        tracker = cls(uri=uri, experiment_id=exp_id, trial_run_id=trial.info.run_id, client=client, runner=runner,
+                      sweep=parent_run_id)
         tracker.log_params(trial.info.run_id, cfg.flat())
         tracker.log_json(trial.info.run_id, run_manifest(cfg), "manifest.json")
         status = "FAILED"
@@ -205,7 +269,8 @@ class Tracker:
         run = self.client.create_run(
             self.experiment_id,
             run_name=f"stage{stage}",
-            tags={**run_tags(cfg, stage=str(stage), runner=self.runner), "mlflow.parentRunId": self.trial_run_id},
+            tags={**run_tags(cfg, sweep=self.sweep, stage=str(stage), runner=self.runner),
+                  "mlflow.parentRunId": self.trial_run_id},
         )
         self.log_params(run.info.run_id, cfg.flat())
         return run.info.run_id
@@ -237,13 +302,19 @@ class Tracker:
             protection_grid(cfg, Path(checkpoint)).save(path)
             self.client.log_artifact(run_id, str(path), "grids")
 
-    def log_evaluation(self, metrics: dict[str, float], files: list[Path]) -> None:
-        """Test-split metrics as ``test/<key>`` (step 0) and ``files`` as artifacts of the trial run.
+    def log_evaluation(self, metrics: dict[str, float], files: list[Path], *, targets: Sequence[str] = ()) -> None:
+        """Test-split metrics, the headline means, the targets and ``files`` on the trial run.
 
+        Every metric as ``test/<key>`` (step 0; keys pass through :func:`mlflow_key`:
+        ``asr@jpeg/m`` -> ``test/asr_at_jpeg/m``), the group means also under
+        :func:`headline_metrics`' names (``asr.black_box_mean``), ``targets``
+        (the identities evaluated against) as the ``targets`` tag, comma-joined.
         ``.png`` files go under ``grids/``, anything else at the artifact root.
-        Keys pass through :func:`mlflow_key` (``asr@jpeg/m`` -> ``test/asr_at_jpeg/m``).
         """
         self.log_metrics(self.trial_run_id, {f"test/{k}": v for k, v in metrics.items()}, step=0)
+        self.log_metrics(self.trial_run_id, headline_metrics(metrics), step=0)
+        if targets:
+            self.client.set_tag(self.trial_run_id, "targets", ",".join(targets))
         for f in files:
             self.client.log_artifact(self.trial_run_id, str(f), "grids" if Path(f).suffix == ".png" else None)
 

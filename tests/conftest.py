@@ -67,3 +67,16 @@ def faces_dir() -> Path:
     if not (FACES / "pairs.csv").is_file():
         pytest.skip(f"real-face corpus not found at {FACES} (tests-only data, outside the repo)")
     return FACES
+
+
+# MLflow's deprecated file store must never appear: a run logged to an experiment created without an
+# artifact location falls back to ./mlruns in the working directory. Fail the session if a test did that.
+_MLRUNS = REPO / "mlruns"
+_MLRUNS_EXISTED = _MLRUNS.exists()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _MLRUNS.exists() and not _MLRUNS_EXISTED:
+        print(f"\nerror: a test wrote MLflow artifacts to '{_MLRUNS}' (an experiment created without "
+              "artifact_location); give it one under tmp_path")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -276,15 +276,50 @@ class FaultInjectionConfig(_Strict):
     step: NonNegInt = 0
 
 
+def _custom_resources(resources: dict[str, float], where: str) -> dict[str, float]:
+    """Custom Ray resource labels only: CPUs and GPUs have their own fields."""
+    builtin = sorted(k for k in resources if k in ("CPU", "GPU", "memory", "object_store_memory"))
+    if builtin:
+        raise ValueError(f"{where} names Ray's built-in resources {builtin}; set them with the CPU/GPU fields "
+                         f"and keep only custom labels (e.g. fr_node) here")
+    return resources
+
+
+class RemoteFRConfig(_Strict):
+    """FR models hosted in Ray actors (platform/remote_fr.py); the Ray runner only, same results as local."""
+
+    models: list[str] = []  # registry names served by actors; every other FR model stays in the worker
+    cpus_per_actor: Annotated[float, Field(gt=0)] = 1.0
+    gpus_per_actor: Annotated[float, Field(ge=0, le=1)] = 0.0  # fractional: 0.25 packs four actors on one GPU
+    max_restarts: NonNegInt = 3  # a dead actor is restarted and its in-flight call retried (max_task_retries)
+    placement: Literal["pack", "spread"] = "pack"  # the actors' placement group strategy
+    # Custom Ray resources each actor needs, e.g. {fr_node: 0.5} to pin the actors to nodes started with
+    # `ray start --resources '{"fr_node": 1}'` (README "Remote FR models (Ray actors)").
+    resources: dict[str, Annotated[float, Field(gt=0)]] = {}
+
+    @model_validator(mode="after")
+    def _resources_are_custom(self) -> RemoteFRConfig:
+        _custom_resources(self.resources, "compute.remote_fr.resources")
+        return self
+
+
 class ComputeConfig(_Strict):
     num_workers: PosInt = 1
     use_gpu: bool = False
     cpus_per_worker: Annotated[float, Field(gt=0)] = 1.0
+    # Custom Ray resources each training worker needs, e.g. {trainer_node: 1} (a node label from `ray start`).
+    worker_resources: dict[str, Annotated[float, Field(gt=0)]] = {}
     storage_path: Path | None = None  # Ray storage; default <run_dir>/ray
     max_failures: NonNegInt = 1
     num_to_keep: PosInt = 2
     checkpoint_every_epochs: PosInt = 1
     fault_injection: FaultInjectionConfig = FaultInjectionConfig()
+    remote_fr: RemoteFRConfig = RemoteFRConfig()
+
+    @model_validator(mode="after")
+    def _worker_resources_are_custom(self) -> ComputeConfig:
+        _custom_resources(self.worker_resources, "compute.worker_resources")
+        return self
 
 
 # Sections that say where and how a run executes or is recorded, not what it

@@ -7,11 +7,20 @@ world's held-out set; other models are built from their default weights
 (published thresholds, or the one calibration made here for those weights).
 Nothing depends on earlier calls in the process, so a Ray actor or a Tune
 trial given the same config gets the same models and thresholds as the driver.
+
+A runner may serve some models from elsewhere (the Ray runner: FR models in
+Ray actors, ``platform/remote_fr.py``) by installing an :data:`FRProvider`
+with :func:`fr_model_provider` around the stage; ``build_fr_models`` asks it
+first and builds locally whatever it declines. Nothing here knows about Ray.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
 import torch
+from torch import nn
 
 from erasablemask.experiments.config.schema import ErasableMaskConfig
 from erasablemask.experiments.curriculum.build import freeze
@@ -20,7 +29,29 @@ from erasablemask.experiments.fr_tools.mini_world import heldout_calibration_set
 from erasablemask.experiments.fr_tools.mini_zoo import ensure_mini_zoo
 from erasablemask.models.fr.registry import FaceRecognizer, build
 
-__all__ = ["build_fr_models"]
+__all__ = ["FRProvider", "build_fr_models", "fr_model_provider"]
+
+# (registry name, device) -> a drop-in for the FaceRecognizer of that name, or None to build it locally.
+FRProvider = Callable[[str, torch.device | str], nn.Module | None]
+_providers: list[FRProvider] = []
+
+
+@contextmanager
+def fr_model_provider(provider: FRProvider) -> Iterator[None]:
+    """Within the block, :func:`build_fr_models` takes each model from ``provider`` when it offers one."""
+    _providers.append(provider)
+    try:
+        yield
+    finally:
+        _providers.remove(provider)
+
+
+def _provided(name: str, device: torch.device | str) -> nn.Module | None:
+    for provider in reversed(_providers):
+        model = provider(name, device)
+        if model is not None:
+            return model
+    return None
 
 
 def build_fr_models(cfg: ErasableMaskConfig, names: list[str], device: torch.device | str = "cpu",
@@ -39,7 +70,8 @@ def build_fr_models(cfg: ErasableMaskConfig, names: list[str], device: torch.dev
     Raises:
         ValueError: ``mini_*`` models with real data (``data.kind != "miniworld"``).
     """
-    minis = [n for n in names if n.startswith("mini_")]
+    provided = {n: m for n in names if (m := _provided(n, device)) is not None}
+    minis = [n for n in names if n.startswith("mini_") and n not in provided]
     paths, calibration = {}, None
     if minis:
         if cfg.data.kind != "miniworld":
@@ -50,6 +82,9 @@ def build_fr_models(cfg: ErasableMaskConfig, names: list[str], device: torch.dev
         calibration = heldout_calibration_set(world)
     models = {}
     for n in names:
+        if n in provided:
+            models[n] = freeze(provided[n])
+            continue
         model = build(n, weights=paths[n], calibration=calibration) if n in paths else build(n)
         models[n] = freeze(model).to(device)
     return models

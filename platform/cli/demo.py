@@ -68,6 +68,11 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"  per-epoch log   {run_dir / 'metrics.jsonl'}")
     print(f"  checkpoints     {run_dir}/stage{{1,2,3}}/final")
     print("\n".join(where_lines(result.tracking_uri, result.trial_run_id)))
+    from erasablemask.platform.cli.analysis import collect_and_report
+
+    report = collect_and_report([run_dir], dataset=run_dir / "analysis" / "dataset",
+                                out=run_dir / "analysis" / "report", tracking_uri=result.tracking_uri)
+    print(f"  report          {report}  (open it in a browser)")
     print(f"\nThese are MINI-WORLD numbers (synthetic faces, mini FR models), not the paper's. "
           f"Total {time.perf_counter() - t0:.0f} s.")
     return 0

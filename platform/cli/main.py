@@ -11,7 +11,7 @@ import importlib
 import sys
 
 # Command-group modules, in the order `--help` lists them.
-COMMAND_GROUPS = ("config", "data", "fr", "train", "demo")
+COMMAND_GROUPS = ("config", "data", "fr", "train", "demo", "analysis")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,6 +20,7 @@ which Ray forwards to the driver.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
 from pathlib import Path
@@ -29,8 +30,10 @@ from erasablemask.experiments.config.schema import ErasableMaskConfig
 from erasablemask.experiments.curriculum.checkpoint import load_checkpoint
 from erasablemask.experiments.curriculum.context import JsonlReporter, StageContext, StageResult
 from erasablemask.experiments.curriculum.faults import FaultInjected
+from erasablemask.experiments.fr_tools.zoo import fr_model_provider
 from erasablemask.experiments.seeding import derive_seed
 from erasablemask.models.atomic_files import atomic_dir
+from erasablemask.platform.fr_actors import start_fr_actors_for_config
 from erasablemask.platform.ray_session import require_ray
 from erasablemask.platform.tracking import RunRef
 
@@ -131,7 +134,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         check_replicas=lambda fingerprint: _check_replicas_in_sync(stage, rank, world, fingerprint),
     )
     inputs = Path(config["inputs"]) if config.get("inputs") else None
-    run_stage_loop(cfg, stage, ctx, inputs=inputs)
+    actors = config.get("fr_actors")  # compute.remote_fr: these FR models come from the driver's actors
+    with fr_model_provider(actors.provider) if actors is not None else contextlib.nullcontext():
+        run_stage_loop(cfg, stage, ctx, inputs=inputs)
 
 
 def _check_replicas_in_sync(stage: int, rank: int, world: int, fingerprint: str) -> None:
@@ -166,7 +171,8 @@ def run_stage(
 ) -> StageResult:
     """Run ``stage`` as a Ray Train V2 ``TorchTrainer`` on the Ray this process is connected to.
 
-    Workers, GPUs and CPUs per worker come from ``compute.*``; Ray's storage
+    Workers, GPUs, CPUs and custom resources per worker (``compute.worker_resources``,
+    e.g. a node label) come from ``compute.*``; Ray's storage
     is ``compute.storage_path`` (default ``run_dir/ray``); a worker failure
     resumes from the latest reported checkpoint (``compute.max_failures``).
 
@@ -202,6 +208,9 @@ def run_stage(
     resources = {"CPU": cfg.compute.cpus_per_worker}
     if cfg.compute.use_gpu:
         resources["GPU"] = 1
+    resources.update(cfg.compute.worker_resources)  # custom node labels, e.g. {"trainer_node": 1}
+    # compute.remote_fr: FR actors for the whole stage (they outlive a restarted worker group); stage 1 has no FR.
+    actors = start_fr_actors_for_config(cfg) if stage > 1 and cfg.compute.remote_fr.models else None
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
@@ -214,6 +223,7 @@ def run_stage(
             "fault_marker": str(run_dir / f".fault-stage{stage}-fired"),
             "progress": progress,
             "max_steps_per_epoch": max_steps_per_epoch,
+            "fr_actors": actors,
         },
         scaling_config=ScalingConfig(
             num_workers=cfg.compute.num_workers, use_gpu=cfg.compute.use_gpu, resources_per_worker=resources
@@ -226,7 +236,11 @@ def run_stage(
             logging_config=LoggingConfig(log_level=QUIET_TRAIN_LOGS),
         ),
     )
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    finally:
+        if actors is not None:
+            actors.shutdown()
     if result.error is not None:
         raise RuntimeError(f"stage {stage} failed on Ray: {result.error}") from result.error
     if result.checkpoint is None:

@@ -27,11 +27,12 @@ def test_demo_runs_end_to_end_on_ray_and_records_everything(tmp_path: Path, monk
     db = (run / "mlflow.db").resolve()
     assert f".venv/bin/mlflow ui --backend-store-uri sqlite:///{db}" in out
     assert "MINI-WORLD numbers" in out
+    assert f"report          {run / 'analysis' / 'report' / 'index.html'}" in out
     results = out.split("[4/4]")[1]
     for m in SURROGATES + BLACK_BOX:
         assert m in results  # the evaluation table names every model
     for path in ("evaluation.json", "records.parquet", "protection_grid.png", "world/grid.png",
-                 "stage3/final/state.json"):
+                 "stage3/final/state.json", "analysis/report/index.html"):
         assert (run / path).is_file(), path
     for dump in ("'train/", '"train/', "Reporting training result"):  # a quiet console
         assert dump not in out
