@@ -363,6 +363,11 @@ class ErasableMaskConfig(_Strict):
             bad = [m for m in getattr(self.attack, key) if m not in known]
             if bad:
                 raise ValueError(f"attack.{key}: unknown FR model(s) {bad}; registered: {sorted(known)}")
+        used = [*self.attack.surrogates, *self.attack.black_box]
+        bad = [m for m in self.compute.remote_fr.models if m not in used]
+        if bad:
+            raise ValueError(f"compute.remote_fr.models: {bad} are not FR models of this experiment; "
+                             f"name some of attack.surrogates / attack.black_box: {used}")
         from erasablemask.models.noise_pool import EVAL_TRANSFORMS
 
         bad = [t for t in self.evaluation.transforms if t not in EVAL_TRANSFORMS]

@@ -204,3 +204,10 @@ def test_digest_with_default_compute_and_tracking_is_the_hash_of_the_whole_confi
     for cfg in (load_config("paper"), load_config("miniworld_demo")):
         blob = json.dumps(cfg.model_dump(mode="json"), sort_keys=True)
         assert cfg.digest() == hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def test_remote_fr_models_must_be_models_of_the_experiment() -> None:
+    cfg = load_config("miniworld_demo", ["compute.remote_fr.models=[mini_iresnet_arc_s0]"])
+    assert cfg.compute.remote_fr.models == ["mini_iresnet_arc_s0"]
+    with pytest.raises(ConfigError, match=r"compute.remote_fr.models: \['ir152'\] are not FR models of this experiment"):
+        load_config("miniworld_demo", ["compute.remote_fr.models=[ir152]"])
