@@ -43,6 +43,7 @@ from erasablemask.experiments.fr_tools.mini_training import torch_threads, train
 from erasablemask.experiments.fr_tools.mini_world import MiniZooWorld, heldout_calibration_set, training_data
 from erasablemask.experiments.progress import progress_bar
 from erasablemask.models.atomic_files import atomic_path
+from erasablemask.models.fr.download import sha256_file
 from erasablemask.models.fr.mini_zoo import MINI_RECIPES, MiniRecipe, build_mini_recognizer, load_mini_weights
 from erasablemask.models.fr.registry import FaceRecognizer, build, cache_dir, read_calibration, weights_digest
 
@@ -88,10 +89,6 @@ def _training_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _train_and_save(
@@ -151,7 +148,7 @@ def ensure_mini_model(
     if read_calibration(name, weights_digest(model.backbone), heldout_calibration_set(world)) is None:
         with torch_threads(threads):
             calibrate_mini_model(name, model, world, weights_hash=config_hash(name, world),
-                                 weights_sha256=_file_sha256(path))
+                                 weights_sha256=sha256_file(path))
     return path
 
 

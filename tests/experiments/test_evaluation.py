@@ -18,6 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from _curriculum_tiny import BLACK_BOX, SURROGATES, tiny_config, tiny_zoo
+from _one_step_fgsm import OneStepFGSM
 from torch import nn
 
 from erasablemask.experiments.curriculum.build import build_generator, build_protection, build_restorer
@@ -63,21 +64,6 @@ class _Identity(Protection):
 
     def _protect(self, x, x_target, *, att_a, att_b):
         return x.clone()
-
-
-class _FGSM(Protection):
-    """One signed-gradient step towards the target on one FR model (Goodfellow et al.; eps in [-1, 1] units)."""
-
-    name = "fgsm"
-
-    def __init__(self, fr: nn.Module, eps: float = 16 / 255) -> None:
-        self.fr, self.eps = fr, eps
-
-    def _protect(self, x, x_target, *, att_a, att_b):
-        with torch.enable_grad():
-            z = x.clone().requires_grad_(True)
-            cosine(self.fr(z), self.fr(x_target).detach()).sum().backward()
-            return (x + self.eps * z.grad.sign()).clamp(-1, 1)
 
 
 @pytest.fixture(scope="module")
@@ -206,7 +192,7 @@ def test_a_gradient_attack_written_against_the_interface_moves_faces_towards_the
     # (for every sample's own target: two targets, assigned by data-set index).
     same = ImpersonationTargets(train_images=targets.eval_images, eval_images=targets.eval_images,
                                 names=targets.names)
-    report = evaluate_protection(cfg, _FGSM(models[m], eps=2 / 255), run="t", stage=None, models=models,
+    report = evaluate_protection(cfg, OneStepFGSM(models[m], eps=2 / 255), run="t", stage=None, models=models,
                                  targets=same, transforms=["none"], attribute_accuracy=False, progress=False)
     rows = report.records[report.records["model"] == m]
     clean = rows[rows["kind"] == "clean"]["cos_target"].to_numpy()

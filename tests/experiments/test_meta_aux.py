@@ -12,38 +12,19 @@ import math
 
 import pytest
 import torch
+from _tiny_nets import TinyGenerator, tiny_fr
 from torch import nn
 from torch.func import functional_call
 
 from erasablemask.experiments.attacks.meta_auxiliary import TargetEmbeddings, adversarial_loss, make_generate
-from erasablemask.models.fr.registry import FaceRecognizer, FRSpec, Preprocessing
 
 NAMES = ("fr_a", "fr_b", "fr_c")
-
-
-class TinyGenerator(nn.Module):
-    """x -> tanh(x + conv2(tanh(conv1(x)))): output in (-1, 1), twice differentiable."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
-        self.conv2 = nn.Conv2d(4, 3, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(x + self.conv2(torch.tanh(self.conv1(x))))
-
-
-def _fr(name: str, act: nn.Module, seed: int) -> FaceRecognizer:
-    torch.manual_seed(seed)
-    backbone = nn.Sequential(nn.Conv2d(3, 5, 3, stride=2), act, nn.Flatten(), nn.Linear(5 * 2 * 2, 6))
-    spec = FRSpec(name=name, family="tiny", embedding_size=6, preprocessing=Preprocessing(size=(6, 6)))
-    return FaceRecognizer(backbone, spec).requires_grad_(False).eval()
 
 
 @pytest.fixture()
 def problem():
     """A float64 tiny problem: generator, surrogates, sources, target, weights."""
-    surrogates = {n: _fr(n, act, s).double() for n, act, s in zip(NAMES, (nn.Tanh(), nn.Softplus(), nn.Sigmoid()),
+    surrogates = {n: tiny_fr(n, act, s).double() for n, act, s in zip(NAMES, (nn.Tanh(), nn.Softplus(), nn.Sigmoid()),
                                                                    (1, 2, 3))}
     torch.manual_seed(0)
     gen = TinyGenerator().double()
@@ -246,7 +227,7 @@ def test_make_generate_with_the_real_generator_keeps_bn_stats_and_noise_fixed():
     torch.testing.assert_close(x2, x1)
     for k, b in model.perturbation_encoder.named_buffers():
         assert torch.equal(b, stats[k]), f"meta-test forward moved E_adv buffer {k}"
-    surrogates = {n: _fr(n, act, s) for n, act, s in zip(NAMES[:2], (nn.Tanh(), nn.Softplus()), (1, 2))}
+    surrogates = {n: tiny_fr(n, act, s) for n, act, s in zip(NAMES[:2], (nn.Tanh(), nn.Softplus()), (1, 2))}
     targets = TargetEmbeddings(surrogates, torch.zeros(1, 3, 16, 16))
     res = adversarial_loss(generate, params, surrogates, targets, {n: math.e ** 0.5 for n in NAMES[:2]},
                            method="meta_auxiliary", meta_lr=0.1, epsilon=0.0, x_adv=x1)

@@ -13,14 +13,16 @@ import sys
 import time
 from functools import partial
 
+import _tiny_nets
 import pytest
 import torch
+from _tiny_nets import TinyGenerator, tiny_fr
 from torch import nn
 from torch.func import functional_call
 
 from erasablemask.experiments.attacks.meta_auxiliary import TargetEmbeddings, adversarial_loss
 from erasablemask.experiments.config.schema import RemoteFRConfig
-from erasablemask.models.fr.registry import FaceRecognizer, FRSpec, Preprocessing
+from erasablemask.models.fr.registry import FaceRecognizer
 
 ray = pytest.importorskip("ray")
 
@@ -28,25 +30,9 @@ NAMES = ("fr_a", "fr_b", "fr_c")
 ACTS = {"fr_a": nn.Tanh, "fr_b": nn.Softplus, "fr_c": nn.Sigmoid}
 
 
-def tiny_fr(name: str, seed: int) -> FaceRecognizer:
-    """A float64 random FR net: conv -> smooth activation -> linear, 6-d embedding of 6x6 inputs."""
-    torch.manual_seed(seed)
-    backbone = nn.Sequential(nn.Conv2d(3, 5, 3, stride=2), ACTS[name](), nn.Flatten(), nn.Linear(5 * 2 * 2, 6))
-    spec = FRSpec(name=name, family="tiny", embedding_size=6, preprocessing=Preprocessing(size=(6, 6)),
-                  thresholds={0.01: 0.25})
-    return FaceRecognizer(backbone, spec).double().requires_grad_(False).eval()
-
-
-class TinyGenerator(nn.Module):
-    """x -> tanh(x + conv2(tanh(conv1(x)))): an E_adv stand-in, output in (-1, 1), twice differentiable."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
-        self.conv2 = nn.Conv2d(4, 3, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(x + self.conv2(torch.tanh(self.conv1(x))))
+def remote_test_fr(name: str, seed: int) -> FaceRecognizer:
+    """The float64 tiny FR net ``name`` (its own smooth activation), with a threshold at FAR 0.01."""
+    return tiny_fr(name, ACTS[name](), seed, {0.01: 0.25}).double()
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -61,11 +47,12 @@ def group():
     from erasablemask.platform.fr_actors import start_fr_actors
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the factories live in this test file
+    ray.cloudpickle.register_pickle_by_value(_tiny_nets)  # and in tests/_tiny_nets.py
     started = not ray.is_initialized()
     if started:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     settings = RemoteFRConfig(models=list(NAMES), cpus_per_actor=0.5, max_restarts=2)
-    g = start_fr_actors({n: partial(tiny_fr, n, i + 1) for i, n in enumerate(NAMES)}, settings)
+    g = start_fr_actors({n: partial(remote_test_fr, n, i + 1) for i, n in enumerate(NAMES)}, settings)
     yield g
     g.shutdown()
     if started:
@@ -74,7 +61,7 @@ def group():
 
 @pytest.fixture(scope="module")
 def local():
-    return {n: tiny_fr(n, i + 1) for i, n in enumerate(NAMES)}
+    return {n: remote_test_fr(n, i + 1) for i, n in enumerate(NAMES)}
 
 
 def _images(seed: int, n: int = 2, size: int = 8) -> torch.Tensor:

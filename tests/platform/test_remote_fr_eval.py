@@ -11,13 +11,15 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import _one_step_fgsm
 import pandas as pd
 import pytest
 import torch
 from _curriculum_tiny import BLACK_BOX, SURROGATES, tiny_config, tiny_zoo
+from _one_step_fgsm import OneStepFGSM
 
 from erasablemask.experiments.evaluation.evaluate import evaluate_protection
-from erasablemask.experiments.evaluation.metrics import cosine, summary_metrics
+from erasablemask.experiments.evaluation.metrics import summary_metrics
 from erasablemask.experiments.evaluation.protection import Protection
 from erasablemask.platform.eval_fanout import FREvalPool, canonical_order
 from erasablemask.platform.fr_actors import build_one_fr_model
@@ -27,21 +29,6 @@ pytestmark = pytest.mark.slow
 TRANSFORMS = ["none", "jpeg"]
 
 
-class _FGSM(Protection):
-    """One signed-gradient step towards the target on one FR model (eps in [-1, 1] units)."""
-
-    name = "fgsm"
-
-    def __init__(self, fr: torch.nn.Module, eps: float = 8 / 255) -> None:
-        self.fr, self.eps = fr, eps
-
-    def _protect(self, x, x_target, *, att_a, att_b):
-        with torch.enable_grad():
-            z = x.clone().requires_grad_(True)
-            cosine(self.fr(z), self.fr(x_target).detach()).sum().backward()
-            return (x + self.eps * z.grad.sign()).clamp(-1, 1)
-
-
 class _FGSMFactory:
     """Picklable: builds the attack on the config's surrogate wherever it is called (driver or actor)."""
 
@@ -49,7 +36,7 @@ class _FGSMFactory:
         self.cfg_json, self.name = cfg_json, name
 
     def __call__(self) -> Protection:
-        return _FGSM(build_one_fr_model(self.cfg_json, self.name))
+        return OneStepFGSM(build_one_fr_model(self.cfg_json, self.name), eps=8 / 255)
 
 
 def test_fanned_out_evaluation_gathers_the_sequential_records(tmp_path: Path) -> None:
@@ -58,6 +45,7 @@ def test_fanned_out_evaluation_gathers_the_sequential_records(tmp_path: Path) ->
     from erasablemask.platform.ray_session import ray_session
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the actors cannot import this test module
+    ray.cloudpickle.register_pickle_by_value(_one_step_fgsm)  # nor tests/_one_step_fgsm.py
     with tiny_zoo(tmp_path / "home"):
         torch.set_num_threads(1)  # the actors run one thread too: the same float reductions
         cfg = tiny_config("compute.remote_fr.cpus_per_actor=0.5")
