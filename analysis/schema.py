@@ -9,7 +9,8 @@ schema, so the two cannot drift: change the version there and that test
 names this file.
 
 One row per (scored image, FR model, transform); ``kind`` says which image
-was scored (``protected``, ``clean`` source face, ``attr_only`` edit).
+was scored (``protected``, ``clean`` source face, ``attr_only`` edit, ``destroyed``
+control: a heavy blur of the protected face).
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ __all__ = [
     "RecordsFileError", "check_records_schema",
 ]
 
-RECORDS_SCHEMA_VERSION = 1  # the records schema version this analysis reads
+RECORDS_SCHEMA_VERSION = 2  # the records schema version this analysis reads
 VERSION_KEY = b"erasablemask.records_schema_version"  # where write_records stores it (parquet metadata)
 
-KINDS = ("protected", "clean", "attr_only")
+KINDS = ("protected", "clean", "attr_only", "destroyed")
 ROLES = ("surrogate", "black_box")
 
 # name -> arrow type, in the records' column order.
@@ -54,6 +55,9 @@ RECORDS_COLUMNS: dict[str, pa.DataType] = {
     "attack_success": pa.bool_(),
     "erasion_success": pa.bool_(),
     "identity_restored": pa.bool_(),
+    # per-image quality (Table VI), q_<metric>_<pair>: only on 'protected' rows with transform 'none'
+    **{f"q_{m}_{p}": pa.float32() for p in ("protected_vs_attr_only", "protected_vs_source", "restored_vs_source")
+       for m in ("l1", "mse", "psnr", "ssim", "lpips")},
 }
 RECORDS_ARROW_SCHEMA = pa.schema([pa.field(n, t) for n, t in RECORDS_COLUMNS.items()])
 

@@ -205,6 +205,30 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
         print("| " + " | ".join(cells) + " |")
     print(f"\nGPU-h = ceil({N_TRAIN}/B)·(200·t1 + 100·t2 + 50·t3)/3600 with each stage's min step time; "
           "peak = torch.cuda.max_memory_allocated (CPU dry run: RSS)")
+    print_stage_hours(rows, meths)
+
+
+def stage_hours(batch: int, t: float, stage: str) -> float:
+    """GPU-hours of one stage at paper size: ceil(28000/B) steps × its epochs × its step time."""
+    return math.ceil(N_TRAIN / batch) * EPOCHS[stage] * t / 3600
+
+
+def print_stage_hours(rows: list[dict], meths: list[str]) -> None:
+    """Where the time goes: projected GPU-hours per stage (and stage 2 per attack), and each stage's share."""
+    print("\n| dtype | B | " + " | ".join(["stage 1"] + [f"stage 2 ({m})" for m in meths] + ["stage 3"])
+          + " | largest share |\n|" + "---|" * (len(meths) + 5))
+    for row in rows:
+        cells, hours = [row["dtype"], str(row["batch"])], {}
+        for key, stage in [("stage1", "stage1"), *[(f"stage2_{m}", "stage2") for m in meths], ("stage3", "stage3")]:
+            _, _, t = _cell(row[key])
+            hours[key] = None if t is None else stage_hours(row["batch"], t, stage)
+            cells.append("OOM" if t is None else f"{hours[key]:.1f}")
+        main = {k: v for k, v in hours.items() if v is not None and k in ("stage1", "stage3", "stage2_meta_auxiliary")}
+        total = sum(main.values())
+        top = max(main, key=main.get) if main else None
+        cells.append(f"{top} {100 * main[top] / total:.0f} %" if top and total else "-")
+        print("| " + " | ".join(cells) + " |")
+    print("(stage 2 with the meta-auxiliary attack: its K surrogates' second-order backward is the ratio meta/ens above)")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# One prepared check for a lent GPU (issue 5): the paper-size stage-2 step (256², full-width AttGAN,
-# ir152/irse50/facenet surrogates with random weights), batch 8 and 16, fp32 and bf16 autocast, peak
-# memory, stage-1/3 steps and the projected GPU-hours of a full reproduction. Budget: < 5 minutes.
+# One prepared check for a lent GPU (issues 5 and 20), under 8 minutes, everything under $OUT:
+#  part 1 (benchmarks/gpu_check.py): the paper-size stage-2 step (256², full-width AttGAN, ir152/irse50/facenet
+#    surrogates with random weights), batch 8 and 16, fp32 and bf16 autocast, peak memory, stage-1/3 steps and
+#    the projected GPU-hours of a full reproduction;
+#  part 2 (benchmarks/gpu_pipeline_check.py): the real training loop (3 stages) and the evaluation on the GPU,
+#    every module checked to be on the GPU, first-epoch losses against a CPU run of the same seed, stage times.
+# The GPU image has torch but not pydantic/kornia: run benchmarks/gpu_wheels.sh here first and carry .whl/.
 #
 #   benchmarks/gpu_check.sh              # on the GPU; results under $OUT (or /tmp/erasablemask_gpu_check)
 #   benchmarks/gpu_check.sh --dry-run    # tiny sizes on the CPU: checks that the script works
@@ -49,4 +53,9 @@ fi
 echo "python: $PY ($("$PY" -c 'import sys, torch; print(sys.version.split()[0], "torch", torch.__version__, "cuda", torch.cuda.is_available())'))"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv,noheader || true
 set -o pipefail
-"$PY" benchmarks/gpu_check.py --out "$OUT_DIR" "$@" 2>&1 | tee "$OUT_DIR/gpu_check.log"
+DRY=()
+for a in "$@"; do [ "$a" = "--dry-run" ] && DRY=(--dry-run); done
+# Part 1: paper-size step timings (fp32, bf16) and the projected GPU-hours (about 4 minutes).
+"$PY" benchmarks/gpu_check.py --out "$OUT_DIR" --budget-s 200 "$@" 2>&1 | tee "$OUT_DIR/gpu_check.log"
+# Part 2: the real pipeline (3 stages by the training loop, then evaluation) on the GPU vs the CPU, same seed.
+"$PY" benchmarks/gpu_pipeline_check.py --out "$OUT_DIR" "${DRY[@]}" 2>&1 | tee "$OUT_DIR/gpu_pipeline_check.log"

@@ -15,7 +15,7 @@ sorts both the same way. Metrics follow from the records
 (:func:`~erasablemask.experiments.evaluation.metrics.summary_metrics`).
 
 The protection travels as a picklable factory (e.g.
-``functools.partial(ErasableMaskProtection.from_checkpoint, cfg, ckpt, "cpu")``
+``functools.partial(ErasableMaskProtection.from_checkpoint, cfg, ckpt)``
 or a competitor's constructor), built once per actor and scoring call, so a
 deterministic protection gives every actor the driver's protected faces. One
 pool serves many protections (ErasableMask and every competitor) without
@@ -32,6 +32,7 @@ import pandas as pd
 import torch
 
 from erasablemask.experiments.config.schema import ErasableMaskConfig
+from erasablemask.experiments.devices import resolve_device
 from erasablemask.experiments.evaluation.protection import Protection
 from erasablemask.experiments.evaluation.targets import ImpersonationTargets, build_targets
 from erasablemask.platform.fr_actors import build_one_fr_model
@@ -65,11 +66,17 @@ class EvalActor:
     def score(self, protection_factory: ProtectionFactory, targets: ImpersonationTargets, transforms: list[str],
               run: str, stage: int | None, split: str, max_images: int) -> pd.DataFrame:
         """This model's per-sample records for the protection (the validator's columns)."""
+        from erasablemask.experiments.evaluation.quality import ImageQuality
         from erasablemask.experiments.evaluation.validator import ProtectionValidator
 
-        validator = ProtectionValidator(self.cfg, {self.name: self.model}, targets, "cpu", split=split,
-                                        max_images=max_images)
-        return validator.score(protection_factory(), transforms, run=run, stage=stage)
+        # "auto" inside an actor: the GPU Ray assigned to it (CUDA_VISIBLE_DEVICES), else its CPUs.
+        validator = ProtectionValidator(self.cfg, {self.name: self.model}, targets, resolve_device("auto"),
+                                        split=split, max_images=max_images)
+        # The per-image quality columns, as evaluate_protection fills them (each actor its own model's rows;
+        # the metrics do not depend on the FR model, so every actor computes the same values).
+        quality = ImageQuality()
+        records = validator.score(protection_factory(), transforms, run=run, stage=stage, on_batch=quality.add)
+        return quality.fill_records(records)
 
 
 class FREvalPool:

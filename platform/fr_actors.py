@@ -42,7 +42,7 @@ def build_one_fr_model(cfg_json: dict[str, Any], name: str) -> nn.Module:
     from erasablemask.experiments.fr_tools.zoo import build_fr_models
 
     cfg = ErasableMaskConfig.model_validate(cfg_json)
-    return build_fr_models(cfg, [name], "cpu", progress=False)[name]
+    return build_fr_models(cfg, [name], progress=False)[name]  # on compute.device; FRActor moves it to its own
 
 
 @dataclass
@@ -137,7 +137,7 @@ def start_fr_actors(factories: Mapping[str, FRFactory], settings: RemoteFRConfig
             max_task_retries=settings.max_restarts,
             scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=pg, placement_group_bundle_index=i),
             runtime_env={"env_vars": env} if env else None,
-        ).remote(factory, "cuda" if settings.gpus_per_actor > 0 else "cpu", max(1, int(settings.cpus_per_actor)))
+        ).remote(factory, "auto", max(1, int(settings.cpus_per_actor)))  # auto: the GPU Ray assigned, if any
     meta = dict(zip(handles, ray.get([h.describe.remote() for h in handles.values()])))
     return FRActorGroup(handles=handles, meta=meta, placement_group=pg)
 

@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from erasablemask.experiments.devices import resolve_device
 from erasablemask.models.fr.recognizer import FaceRecognizer
 from erasablemask.models.fr.spec import FRSpec
 from erasablemask.models.image_checks import check_image_range
@@ -55,13 +56,14 @@ class FRActor:
 
     Args:
         factory: ``() -> FaceRecognizer`` (frozen, eval mode), called once per actor life.
-        device: where the model runs in the actor (``"cuda"`` with a (fractional) GPU).
+        device: where the model runs in the actor (``compute.device`` syntax; ``"auto"``: the (fractional)
+            GPU Ray assigned to the actor, else its CPUs).
         num_threads: torch CPU threads in the actor.
     """
 
-    def __init__(self, factory: FRFactory, device: str = "cpu", num_threads: int = 1) -> None:
+    def __init__(self, factory: FRFactory, device: str = "auto", num_threads: int = 1) -> None:
         torch.set_num_threads(max(1, int(num_threads)))
-        self.device = torch.device(device)
+        self.device = resolve_device(device, announce=False)
         self.model = factory().requires_grad_(False).eval().to(self.device)
         self.dtype = next((t.dtype for t in self.model.parameters()), torch.float32)
 

@@ -25,9 +25,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from erasablemask.experiments.config.schema import ErasableMaskConfig
+from erasablemask.experiments.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Packages whose versions go into every run's manifest.
@@ -39,8 +40,12 @@ HEADLINE_METRICS = ("asr", "esr", "idr")
 HEADLINE_GROUPS = ("black_box_mean", "surrogates_mean")
 
 
-class TrackingUnavailable(RuntimeError):
-    """The MLflow tracking URI cannot be used; the message names it."""
+class TrackingUnavailable(RuntimeError, UserError):
+    """The MLflow tracking URI cannot be used; the message names it (the CLI prints it as one line)."""
+
+
+# URI schemes an MLflow 3 tracking store accepts (SQLAlchemy databases take a `+driver` suffix).
+TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks")
 
 
 def resolve_tracking_uri(cfg: ErasableMaskConfig, run_dir: Path) -> str:
@@ -59,6 +64,12 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
         raise TrackingUnavailable(
             f"tracking URI '{uri}' is a file store, which MLflow 3 no longer supports; "
             "use sqlite:///path/mlflow.db or an http(s):// MLflow server"
+        )
+    if scheme.split("+", 1)[0].lower() not in TRACKING_SCHEMES:
+        raise TrackingUnavailable(
+            f"tracking URI '{uri}' has the scheme '{scheme}', which MLflow cannot track to; use "
+            f"sqlite:///path/mlflow.db or an http(s):// MLflow server (allowed: {', '.join(TRACKING_SCHEMES)}); "
+            "fix tracking.tracking_uri / $MLFLOW_TRACKING_URI"
         )
     if scheme in ("http", "https"):
         probe = uri.rstrip("/") + "/health"
@@ -220,7 +231,8 @@ class Tracker:
     @classmethod
     @contextmanager
     def open(cls, cfg: ErasableMaskConfig, run_dir: Path, *, run_name: str | None = None,
-             runner: str = "ray", parent_run_id: str | None = None) -> Iterator["Tracker"]:
+             runner: str = "ray", parent_run_id: str | None = None,
+             tags: Mapping[str, str] | None = None) -> Iterator["Tracker"]:
         """Create the trial run (params, tags, manifest); end it FINISHED, or FAILED if the block raises.
 
         Args:
@@ -229,6 +241,8 @@ class Tracker:
             run_name: the trial run's name (default ``train-<config digest>``).
             runner: ``"ray"`` or ``"in-process"`` (a tag).
             parent_run_id: a sweep's run to nest the trial under (``None``: top level).
+            tags: tags that override :func:`run_tags`' (``erasablemask evaluate``: ``stage=evaluate``,
+                ``method``, ``sweep=none`` for a run nested under the trial it evaluates).
 
         Raises:
             TrackingUnavailable: the URI is a file store or unreachable, or
@@ -240,7 +254,7 @@ class Tracker:
         uri = resolve_tracking_uri(cfg, run_dir)
         check_tracking_uri(uri)
         client = MlflowClient(tracking_uri=uri)
-        tags = run_tags(cfg, sweep=parent_run_id, stage="all", runner=runner)
+        tags = {**run_tags(cfg, sweep=parent_run_id, stage="all", runner=runner), **(tags or {})}
         if parent_run_id is not None:
             try:
                 exp_id = client.get_run(parent_run_id).info.experiment_id

@@ -21,6 +21,14 @@ meta-auxiliary attack (Eq. 10).
 
 Target embeddings ``FR_i(x_target)`` are computed once per target by
 :class:`TargetEmbeddings` and reused every step.
+
+The meta step, visible (:class:`AdvLossResult`): per primary ``p`` the
+relative size of the meta-train update ``‖θ'_E − θ_E‖ / ‖θ_E‖`` (over all of
+E_adv's parameters) and the change it makes to the auxiliary loss,
+``L_aux_p(θ') − L_aux_p(θ)``, where ``L_aux_p(θ)`` is Eq. 10's weighted sum
+on ``x_adv`` itself (no extra forward). When both are ~0 the meta-auxiliary
+attack is a weighted ensemble in that run; stage 2 logs them
+(``meta/step_rel``, ``meta/aux_change``, per surrogate and their mean).
 """
 
 from __future__ import annotations
@@ -53,6 +61,9 @@ class AdvLossResult:
         per_surrogate_aux: ``L_aux_p`` (Eq. 10) with ``p`` as primary; empty for ``"ensemble"``.
         mean: the value before the ε clamp.
         clamped: whether ``mean < ε`` (then the attack does not push this step).
+        meta_step_rel: ``‖θ'_E − θ_E‖ / ‖θ_E‖`` per primary; empty for ``"ensemble"``.
+        aux_change: ``L_aux_p(θ') − L_aux_p(θ)`` per primary (negative: the meta-train step
+            helped the auxiliary models); empty for ``"ensemble"``.
     """
 
     loss: Tensor
@@ -60,6 +71,17 @@ class AdvLossResult:
     per_surrogate_aux: dict[str, float] = field(default_factory=dict)
     mean: float = 0.0
     clamped: bool = False
+    meta_step_rel: dict[str, float] = field(default_factory=dict)
+    aux_change: dict[str, float] = field(default_factory=dict)
+
+    def meta_logs(self) -> dict[str, float]:
+        """``meta/step_rel/<p>``, ``meta/aux_change/<p>`` and their means ``meta/step_rel``, ``meta/aux_change``."""
+        out: dict[str, float] = {}
+        for key, values in (("meta/step_rel", self.meta_step_rel), ("meta/aux_change", self.aux_change)):
+            if values:
+                out.update({f"{key}/{p}": v for p, v in values.items()})
+                out[key] = sum(values.values()) / len(values)
+        return out
 
 
 class TargetEmbeddings:
@@ -189,6 +211,8 @@ def adversarial_loss(
 
     pri = {name: fr_loss(name, x_adv) for name in names}
     aux: dict[str, Tensor] = {}
+    step_norm: dict[str, Tensor] = {}  # ‖θ' − θ‖ per primary
+    theta_norm = None
     if method == "ensemble":
         mean = torch.stack(list(pri.values())).mean()
     else:
@@ -205,19 +229,37 @@ def adversarial_loss(
                 key: t if g is None else t - meta_lr * (g if second_order else g.detach())
                 for key, t, g in zip(keys, tensors, grads)
             }
+            with torch.no_grad():
+                used = [g for g in grads if g is not None]
+                step_norm[p] = meta_lr * torch.sqrt(sum(g.detach().double().square().sum() for g in used))
             x_prime = generate(theta_prime)
             aux[p] = sum(weights[q] * fr_loss(q, x_prime) for q in names if q != p) / (k - 1)  # Eq. 10
         mean = (torch.stack(list(pri.values())).sum() + torch.stack(list(aux.values())).sum()) / (2 * k)  # Eq. 12
+        with torch.no_grad():
+            theta_norm = torch.sqrt(sum(t.detach().double().square().sum() for t in tensors))
     loss = torch.clamp(mean, min=epsilon)  # Eq. 12: max(·, ε); zero gradient below ε
     # One device-to-host copy for every logged value (one sync per step on a GPU).
+    extra = [*step_norm.values(), theta_norm] if theta_norm is not None else []
     values = torch.stack([mean, *pri.values(), *aux.values()]).detach().double().tolist()
+    extra = torch.stack(extra).tolist() if extra else []
     mean_value, values = values[0], values[1:]
+    pri_values = dict(zip(names, values[:k]))
+    aux_values = dict(zip(list(aux), values[k:]))
+    meta_step_rel, aux_change = {}, {}
+    if extra:
+        norm = max(extra[-1], 1e-30)
+        for p, size in zip(step_norm, extra[:-1]):
+            meta_step_rel[p] = size / norm
+            aux_at_theta = sum(weights[q] * pri_values[q] for q in names if q != p) / (k - 1)  # Eq. 10 at θ
+            aux_change[p] = aux_values[p] - aux_at_theta
     return AdvLossResult(
         loss=loss,
-        per_surrogate_pri=dict(zip(names, values[:k])),
-        per_surrogate_aux=dict(zip(list(aux), values[k:])),
+        per_surrogate_pri=pri_values,
+        per_surrogate_aux=aux_values,
         mean=mean_value,
         clamped=mean_value < epsilon,
+        meta_step_rel=meta_step_rel,
+        aux_change=aux_change,
     )
 
 

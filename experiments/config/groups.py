@@ -43,14 +43,65 @@ class ConfigError(ValueError):
 
 
 def read_yaml_mapping(path: Path) -> dict[str, Any]:
-    """Parse a config YAML file that must hold a mapping at the top level (empty file: ``{}``)."""
+    """Parse a config YAML file that must hold a non-empty mapping at the top level.
+
+    An empty file is refused (it used to become the schema defaults silently), and so is a
+    binary or non-UTF-8 one; every message names the file.
+    """
     try:
-        tree = yaml.safe_load(path.read_text()) or {}
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file '{path}' is not UTF-8 text (byte {exc.start}: {exc.reason}); "
+                          f"give a YAML text file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file '{path}' is a folder; give a YAML file") from None
+    if "\x00" in text:
+        raise ConfigError(f"config file '{path}' holds NUL bytes (a binary file?); give a YAML text file")
+    try:
+        tree = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file '{path}' is not valid YAML: {exc}") from None
+    if tree is None or tree == {}:
+        raise ConfigError(f"config file '{path}' is empty; write the keys to change (e.g. `groups: {{data: "
+                          f"miniworld, zoo: mini}}`), or use the shipped `paper` config for the paper's values")
     if not isinstance(tree, dict):
-        raise ConfigError(f"config file '{path}' must hold a mapping at the top level")
+        raise ConfigError(f"config file '{path}' must hold a mapping (key: value lines) at the top level, "
+                          f"not a {type(tree).__name__}")
     return tree
+
+
+def load_file_model(path: Path, overrides: list[str] | None, model: type, *, what: str, example: str) -> Any:
+    """A side file (sweep, comparison): its YAML mapping, dotted ``key=value`` overrides on top, validated by ``model``.
+
+    Args:
+        path: the YAML file. overrides: ``"a.b=value"`` strings (values parsed as YAML).
+        model: the pydantic model of the file. what: ``"sweep"``, ``"comparison"`` (for messages).
+        example: an override shown when one is malformed.
+
+    Raises:
+        ConfigError: the file, a malformed override, or every invalid key (one line each), naming the file.
+    """
+    from pydantic import ValidationError
+
+    tree = read_yaml_mapping(path)
+    for ov in overrides or []:
+        key, sep, raw = ov.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{what} override '{ov}' must look like key=value (e.g. {example})")
+        node = tree
+        parts = key.strip().split(".")
+        for k in parts[:-1]:
+            node = node.setdefault(k, {})
+        node[parts[-1]] = yaml.safe_load(raw)
+    try:
+        return model.model_validate(tree)
+    except ValidationError as err:
+        lines = [f"invalid {what} file ({path}):"]
+        for e in err.errors():
+            loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
+            msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+            lines.append(f"  {loc}: {msg} (got {e.get('input')!r})")
+        raise ConfigError("\n".join(lines)) from None
 
 
 def owner(key_path: str) -> str | None:

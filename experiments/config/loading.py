@@ -48,7 +48,12 @@ def _format_errors(err: ValidationError, source: str) -> str:
             msg = "unknown key; check the spelling against `erasablemask config show`"
         elif e["type"] == "literal_error":
             msg = f"{msg}"
+        elif e["type"] == "value_error":  # a validator's own message names the keys and the fix
+            lines.append(f"  {loc}: {msg.removeprefix('Value error, ')}")
+            continue
         lines.append(f"  {loc}: {msg} (got {e.get('input')!r})")
+    if len(lines) == 2:  # one problem: one line
+        return f"{lines[0]} {lines[1].strip()}"
     return "\n".join(lines)
 
 

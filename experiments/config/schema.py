@@ -22,12 +22,16 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from erasablemask.experiments.data.attributes import ATTRIBUTES
 
-NonNeg = Annotated[float, Field(ge=0)]
-Unit = Annotated[float, Field(ge=0, le=1)]
+# Floats are finite: `.inf` / `.nan` in YAML are refused when the config loads, not
+# steps later as a NaN loss. A weight of 0 switches its term off (ablations).
+NonNeg = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Unit = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
 PosInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
-LR = Annotated[float, Field(ge=0)]
-FAR = Annotated[float, Field(gt=0, lt=1)]
+LR = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+FAR = Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]
+# A stage that runs trains at least one epoch (0 used to "finish" with no checkpoint).
+Epochs = Annotated[int, Field(ge=1)]
 
 
 class _Strict(BaseModel):
@@ -39,8 +43,8 @@ class MiniWorldConfig(_Strict):
 
     n_identities: PosInt = 48
     images_per_identity: PosInt = 24
-    # Identities reserved as impersonation targets and for FR threshold
-    # calibration: never seen by the mini FR models or the generator.
+    # Identities reserved as impersonation targets: never seen by the mini FR
+    # models or the generator, and not used for calibration either.
     heldout_identities: NonNegInt = 8
     # The mini FR zoo's training population (experiments/fr_tools/mini_zoo.py): FR-only
     # identities the generator never sees (a stand-in for MS1M/CASIA; with the
@@ -48,6 +52,14 @@ class MiniWorldConfig(_Strict):
     # each are used.
     fr_extra_identities: NonNegInt = 160
     fr_extra_images_per_identity: Annotated[int, Field(ge=2)] = 12
+    # FR thresholds are calibrated on identities of their own (beyond the FR-only
+    # ones; experiments/fr_tools/mini_world.py): 24 x 12 images give 39,744
+    # impostor pairs (>= 10,000 so that FAR 0.001 is meaningful).
+    fr_calibration_identities: Annotated[int, Field(ge=2)] = 24
+    fr_calibration_images_per_identity: Annotated[int, Field(ge=2)] = 12
+    # The FR population also holds the source identities' TRAIN-split images
+    # (never a val/test image): real FR training sets may hold the protected people.
+    fr_source_train_images: bool = True
     # Overrides every mini FR recipe's epochs (tests, quick runs); null: each recipe's own.
     fr_epochs: PosInt | None = None
 
@@ -70,6 +82,27 @@ class DataConfig(_Strict):
         return self
 
 
+def check_attributes(attributes: list[str]) -> None:
+    """Raise ValueError unless ``attributes`` are the 13 known names, each once, in ATTRIBUTES order.
+
+    Every data set delivers all 13 labels in ATTRIBUTES order (experiments/data/attributes.py)
+    and nothing selects a subset, so G/D built for another list fail at the first step with a
+    tensor-shape error; this names the problem when the config loads instead.
+    """
+    unknown = [a for a in attributes if a not in ATTRIBUTES]
+    if unknown:
+        raise ValueError(f"model.attributes has unknown names {unknown}; allowed: {list(ATTRIBUTES)}")
+    repeated = sorted({a for a in attributes if attributes.count(a) > 1})
+    if repeated:
+        raise ValueError(f"model.attributes lists {repeated} more than once; name each attribute once")
+    if list(attributes) != list(ATTRIBUTES):
+        raise ValueError(
+            f"model.attributes must be all {len(ATTRIBUTES)} attributes in this order: {list(ATTRIBUTES)} "
+            f"(the data sets and the attribute classifier deliver all of them; subsets are not supported); "
+            f"got {list(attributes)}: remove the override to use the default"
+        )
+
+
 class ModelConfig(_Strict):
     """AttGAN sizes (AttGAN-PyTorch defaults: width 64, 5 layers, 1 shortcut, 1 inject)."""
 
@@ -86,9 +119,7 @@ class ModelConfig(_Strict):
 
     @model_validator(mode="after")
     def _known_attributes(self) -> "ModelConfig":
-        unknown = [a for a in self.attributes if a not in ATTRIBUTES]
-        if unknown:
-            raise ValueError(f"model.attributes has unknown names {unknown}; allowed: {list(ATTRIBUTES)}")
+        check_attributes(self.attributes)
         return self
 
 
@@ -106,10 +137,13 @@ class ProtectionConfig(_Strict):
     # A trusted authority sees only x_adv: the restorer gets a neutral (all
     # zero) attribute code by default; "source" is the oracle upper bound.
     restorer_attribute_input: Literal["neutral", "source", "target"] = "neutral"
-    # BatchNorm of E_adv in stage 2 (not in the paper): "batch" (a trainable
-    # module in train mode normalises with batch statistics) or "frozen" (the
-    # running statistics copied from G_enc are kept, so training and use match).
-    perturbation_bn: Literal["batch", "frozen"] = "batch"
+    # BatchNorm of E_adv in stage 2 (not in the paper): "frozen" (default: the
+    # running statistics copied from G_enc are kept, so E_adv == G_enc at the
+    # start of stage 2 gives x_adv == x_cov_b, "E_adv initialised as G_enc",
+    # and training and use normalise alike) or "batch" (a trainable module in
+    # train mode normalises with batch statistics, while the frozen G_enc uses
+    # running statistics: x_adv != x_cov_b at the start of stage 2).
+    perturbation_bn: Literal["batch", "frozen"] = "frozen"
 
 
 class AdamConfig(_Strict):
@@ -121,7 +155,7 @@ class AdamConfig(_Strict):
 class Stage1Config(_Strict):
     """Eq. 14: L1 = λ_rec L_rec + λ_att L_att^G + λ_G L_G (D: L_D + λ_att_D L_att^D)."""
 
-    epochs: NonNegInt = 200
+    epochs: Epochs = 200
     batch_size: PosInt = 32  # not given in the paper; AttGAN-PyTorch uses 32
     optimizer: AdamConfig = AdamConfig()
     lambda_rec: NonNeg = 150.0
@@ -141,7 +175,7 @@ class Stage1Config(_Strict):
 class Stage2Config(_Strict):
     """Eq. 15: λ_att L_att^G + λ_rec L_rec + λ_G L_G + λ_adv L_adv + λ_era L_era + λ_perb L_perb."""
 
-    epochs: NonNegInt = 100
+    epochs: Epochs = 100
     batch_size: PosInt = 8  # not given in the paper; fits a 24 GB GPU at 256² with 3 surrogates
     optimizer: AdamConfig = AdamConfig()
     lambda_att: NonNeg = 10.0
@@ -177,7 +211,7 @@ class Stage2Config(_Strict):
 class Stage3Config(_Strict):
     """Eq. 16: L3 = L_era, R alone on noised protected faces."""
 
-    epochs: NonNegInt = 50
+    epochs: Epochs = 50
     batch_size: PosInt = 8
     optimizer: AdamConfig = AdamConfig()
 
@@ -229,6 +263,17 @@ class AttackConfig(_Strict):
 
     @model_validator(mode="after")
     def _disjoint(self) -> "AttackConfig":
+        from erasablemask.models.fr import available
+
+        known = set(available())  # names first: a typo is named as such, not counted as "too few surrogates"
+        for key in ("surrogates", "black_box"):
+            bad = [m for m in getattr(self, key) if m not in known]
+            if bad:
+                raise ValueError(f"attack.{key}: unknown FR model(s) {bad}; registered: {sorted(known)} "
+                                 f"(`erasablemask fr list`)")
+            repeated = sorted({m for m in getattr(self, key) if getattr(self, key).count(m) > 1})
+            if repeated:
+                raise ValueError(f"attack.{key} lists {repeated} more than once; name each FR model once")
         both = sorted(set(self.surrogates) & set(self.black_box))
         if both:
             raise ValueError(f"attack: model(s) {both} listed as both surrogate and black-box; a model is one or the other")
@@ -260,6 +305,30 @@ class EvaluationConfig(_Strict):
         default_factory=lambda: ["none", "jpeg", "gaussian", "resize", "median", "rotate", "center_crop"]
     )
     max_images: NonNegInt = 0  # 0 = the whole test split
+    # Table V's transforms' parameters, by transform name (models/eval_transforms.py; absent: its defaults, the
+    # paper's: jpeg quality 50, gaussian variance 0.003 in [0,1] units, resize factor 0.5, median kernel 5,
+    # rotate max_degrees 30, center_crop 224 of 256), e.g. {jpeg: {quality: 75}, rotate: {max_degrees: 10}}.
+    transform_options: dict[str, dict[str, float | int | str]] = {}
+
+    @model_validator(mode="after")
+    def _transform_options_build(self) -> EvaluationConfig:
+        import inspect
+
+        from erasablemask.models.eval_transforms import EVAL_TRANSFORMS, build_eval_transform
+
+        for name, opts in self.transform_options.items():
+            where = f"evaluation.transform_options.{name}"
+            if name not in EVAL_TRANSFORMS:
+                raise ValueError(f"{where}: unknown evaluation transform; choose from {sorted(EVAL_TRANSFORMS)}")
+            allowed = [p for p in inspect.signature(EVAL_TRANSFORMS[name]).parameters]
+            unknown = sorted(set(opts) - set(allowed))
+            if unknown:
+                raise ValueError(f"{where}: unknown options {unknown}; '{name}' takes {allowed}")
+            try:
+                build_eval_transform(name, **opts)
+            except (ValueError, TypeError) as err:
+                raise ValueError(f"{where}: {err}") from None
+        return self
 
 
 class TrackingConfig(_Strict):
@@ -315,6 +384,19 @@ class ComputeConfig(_Strict):
     checkpoint_every_epochs: PosInt = 1
     fault_injection: FaultInjectionConfig = FaultInjectionConfig()
     remote_fr: RemoteFRConfig = RemoteFRConfig()
+    # Where an in-process run computes (stages, evaluation, calibration, the mini zoo's training):
+    # "auto" = the first CUDA GPU if there is one, else the CPU; or "cpu", "cuda", "cuda:1", "mps".
+    # A Ray Train worker uses the device Ray gives it (compute.use_gpu); experiments/devices.py.
+    device: Annotated[str, Field(pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")] = "auto"
+    # Autocast dtype of the forward passes (experiments/devices.py): bf16 on CPUs and Ampere+ GPUs; fp16 adds a
+    # gradient scaler. Not in the digest (like all of compute): a bf16 run resumes an fp32 checkpoint.
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    channels_last: bool = False  # NHWC memory format for the conv nets and their inputs (faster on GPUs)
+    # torch.compile of stage 1's G/D and of the FR models used without second-order gradients (evaluation,
+    # first-order and ensemble attacks). Off by default: compilation costs minutes and cannot double-backward.
+    compile: bool = False
+    data_workers: NonNegInt = 0  # DataLoader worker processes (0: load in the training process)
+    pin_memory: Literal["auto", "on", "off"] = "auto"  # auto: pinned host memory when training on CUDA
 
     @model_validator(mode="after")
     def _worker_resources_are_custom(self) -> ComputeConfig:
@@ -356,13 +438,16 @@ class ErasableMaskConfig(_Strict):
 
     @model_validator(mode="after")
     def _registered_models(self) -> "ErasableMaskConfig":
-        from erasablemask.models.fr import available
-
-        known = set(available())
-        for key in ("surrogates", "black_box"):
-            bad = [m for m in getattr(self.attack, key) if m not in known]
-            if bad:
-                raise ValueError(f"attack.{key}: unknown FR model(s) {bad}; registered: {sorted(known)}")
+        # attack.surrogates / black_box name registered models (AttackConfig checks that first).
+        size, layers = self.data.image_size, max(self.model.enc_layers, self.model.dis_layers)
+        if size % 2**layers:  # models/attgan.py _check_size: G and D halve the image once per layer
+            ok = [s for s in range(64, 513) if s % 2**layers == 0]
+            raise ValueError(
+                f"data.image_size={size} does not suit model.enc_layers={self.model.enc_layers} / "
+                f"model.dis_layers={self.model.dis_layers}: AttGAN halves the image once per layer, so the size must "
+                f"be a multiple of 2**{layers}={2**layers} (e.g. {', '.join(map(str, ok[:4]))}, ...); "
+                f"change data.image_size or the layer counts"
+            )
         used = [*self.attack.surrogates, *self.attack.black_box]
         bad = [m for m in self.compute.remote_fr.models if m not in used]
         if bad:

@@ -14,8 +14,21 @@ Nothing is pickled: tensors go to safetensors, everything else to JSON
 as they were; optimiser state dicts round-trip exactly).
 
 Writes are atomic: the directory is assembled under a temporary name in the
-same folder and renamed into place (:func:`erasablemask.models.io.atomic_dir`), so a
-reader sees either no checkpoint or a complete one.
+same folder and renamed into place (:func:`erasablemask.models.atomic_files.atomic_dir`), so a
+reader sees either no checkpoint or a complete one. The folder is 0755 and
+its files 0644 (readable like the rest of a run folder).
+
+Integrity (:mod:`erasablemask.models.integrity`): the last file written is
+``manifest.json``, the sha256 and size of the three files above;
+:func:`load_checkpoint` verifies it before reading anything (one hash pass
+per file) and refuses a damaged file with one line naming it and the
+previous checkpoint to resume from. A corrupt or truncated ``state.json`` or
+``.safetensors`` file is named too (never a bare ``SafetensorError`` /
+``JSONDecodeError``). Checkpoints written before manifests existed (no
+``manifest.json``) still load, with a one-line warning on stderr: they were
+written atomically, so they are complete, and refusing them would strand
+runs that cannot be redone cheaply; their files are still parsed with the
+file named on error.
 
 Fit checks (:func:`load_checkpoint`): the config sections that determine a
 stage's weights (:data:`STAGE_SECTIONS`; ``compute`` and ``tracking`` never
@@ -28,32 +41,44 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from erasablemask.experiments.config.schema import ErasableMaskConfig
 from erasablemask.models.atomic_files import atomic_dir
+from erasablemask.models.integrity import read_json, read_safetensors, verify_manifest, write_manifest
 
 __all__ = [
     "FORMAT", "STAGE_SECTIONS", "CheckpointMismatch", "Checkpoint", "save_checkpoint", "load_checkpoint",
     "read_checkpoint_meta",
-    "find_latest_checkpoint", "encode_tree", "decode_tree", "config_mismatches", "capture_rng", "restore_rng",
+    "find_latest_checkpoint", "verify_checkpoint", "resume_mismatches", "CHECKPOINT_FILES", "encode_tree", "decode_tree", "config_mismatches", "capture_rng", "restore_rng",
 ]
 
 FORMAT = "erasablemask-checkpoint-v1"
+# The files of a checkpoint folder, all listed in its manifest.json (written last).
+CHECKPOINT_FILES = ("models.safetensors", "state.safetensors", "state.json")
 
 # Config sections that determine the weights after each stage (cumulative).
 STAGE_SECTIONS: dict[int, tuple[str, ...]] = {
     1: ("seed", "data", "model", "stage1"),
     2: ("seed", "data", "model", "stage1", "protection", "stage2", "attack", "noise_pool"),
     3: ("seed", "data", "model", "stage1", "protection", "stage2", "attack", "noise_pool", "stage3"),
+    # Competitors' generators (competitor_stages.py): their own hyper-parameters are checked by the trainer.
+    "advfaces": ("seed", "data", "attack"),
+    "gmaa": ("seed", "data", "model", "stage1", "attack"),
 }
+
+
+def _stage_key(stage: int | str) -> int | str:
+    """A stage as stored in ``state.json``: 1, 2, 3, or a competitor's name."""
+    return stage if isinstance(stage, str) and not stage.isdigit() else int(stage)
 
 
 class CheckpointMismatch(ValueError):
@@ -131,6 +156,9 @@ def config_mismatches(
 ) -> list[str]:
     """``"key: checkpoint X, config Y"`` for every differing key under ``sections``.
 
+    A key the checkpoint does not have (added to the schema after it was written) fits when the config
+    leaves it at the schema default: a new key's default is the behaviour from before it existed.
+
     Args:
         saved, current: ``cfg.model_dump(mode="json")`` trees.
         sections: top-level keys to compare.
@@ -138,13 +166,18 @@ def config_mismatches(
     """
     a: dict[str, Any] = {}
     b: dict[str, Any] = {}
+    defaults: dict[str, Any] = {}
+    default_tree = ErasableMaskConfig().model_dump(mode="json")
     for s in sections:
         _flatten(s, saved.get(s), a)
         _flatten(s, current.get(s), b)
+        _flatten(s, default_tree.get(s), defaults)
     out = []
     for key in sorted(set(a) | set(b)):
         if key in ignore:
             continue
+        if key not in a and key in defaults and b.get(key) == defaults[key]:
+            continue  # added to the schema after the checkpoint, left at its default
         if a.get(key, "<absent>") != b.get(key, "<absent>"):
             out.append(f"{key}: checkpoint {a.get(key, '<absent>')!r}, config {b.get(key, '<absent>')!r}")
     return out
@@ -196,7 +229,7 @@ def save_checkpoint(
     skeleton = encode_tree(dict(state), state_tensors)
     meta = {
         "format": FORMAT,
-        "stage": int(stage),
+        "stage": _stage_key(stage),
         "epoch": int(epoch),
         "global_step": int(global_step),
         "complete": bool(complete),
@@ -212,6 +245,10 @@ def save_checkpoint(
             json.dump({"meta": meta, "state": skeleton}, fh)
             fh.flush()
             os.fsync(fh.fileno())
+        for name in CHECKPOINT_FILES:
+            os.chmod(tmp / name, 0o644)
+        write_manifest(tmp, CHECKPOINT_FILES)  # last: a checkpoint with a manifest is complete
+        os.chmod(tmp, 0o755)  # mkdtemp makes 0700
     return path
 
 
@@ -225,8 +262,8 @@ class Checkpoint:
     model_tensors: dict[str, torch.Tensor]
 
     @property
-    def stage(self) -> int:
-        return int(self.meta["stage"])
+    def stage(self) -> int | str:
+        return _stage_key(self.meta["stage"])
 
     @property
     def epoch(self) -> int:
@@ -256,6 +293,42 @@ class Checkpoint:
         module.load_state_dict(sd, strict=True)
 
 
+def _damaged_fix(path: Path) -> str:
+    """What to do about a damaged checkpoint: the previous checkpoint of its stage, if one is beside it."""
+    path = Path(path)
+    previous = None
+    try:
+        meta = json.loads((path / "state.json").read_text())["meta"]
+        previous = _latest_in(path.parent, _stage_key(meta["stage"]), False, before=int(meta["global_step"]),
+                              exclude=path)
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    resume = f"resume from the previous checkpoint (--resume {previous})" if previous else \
+        "resume from the previous checkpoint of this stage (--resume DIR)"
+    return f"delete '{path}' and {resume}, or train the stage again"
+
+
+def verify_checkpoint(path: Path) -> bool:
+    """Check a checkpoint's files against its ``manifest.json`` (module docstring).
+
+    Returns:
+        True when verified; False for a checkpoint written before manifests
+        (a one-line warning is printed on stderr).
+
+    Raises:
+        FileNotFoundError: not a checkpoint directory.
+        IntegrityError: a file is missing, truncated or altered (the message names it and the fix).
+    """
+    path = Path(path)
+    if not (path / "state.json").is_file():
+        _read_state_json(path)  # raises the not-a-checkpoint error
+    if verify_manifest(path, what=f"checkpoint '{path}'", fix=lambda: _damaged_fix(path)):
+        return True
+    print(f"warning: checkpoint '{path}' has no manifest.json (written before checkpoints recorded sha256 "
+          "digests); its files cannot be verified", file=sys.stderr, flush=True)
+    return False
+
+
 def _read_state_json(path: Path) -> dict[str, Any]:
     meta_file = Path(path) / "state.json"
     if not meta_file.is_file():
@@ -263,14 +336,12 @@ def _read_state_json(path: Path) -> dict[str, Any]:
             f"'{path}' is not a checkpoint directory (no state.json); pass a directory written by "
             f"`erasablemask train`, e.g. RUN_DIR/stage1/checkpoints/stage1_epoch0001"
         )
+    fix = "the checkpoint is damaged; use another one or train the stage again"
+    blob = read_json(meta_file, what=f"checkpoint '{path}'", fix=fix)
     try:
-        blob = json.loads(meta_file.read_text())
         meta = blob["meta"]
-    except (ValueError, KeyError, TypeError) as err:
-        raise CheckpointMismatch(
-            f"checkpoint '{path}': state.json is unreadable ({err}); the checkpoint is damaged, "
-            f"use another one or train the stage again"
-        ) from None
+    except (KeyError, TypeError) as err:
+        raise CheckpointMismatch(f"checkpoint '{path}': '{meta_file}' has no {err} section; {fix}") from None
     if meta.get("format") != FORMAT:
         raise CheckpointMismatch(f"checkpoint '{path}' has format {meta.get('format')!r}; expected {FORMAT!r}")
     return blob
@@ -310,13 +381,16 @@ def load_checkpoint(
 
     Raises:
         FileNotFoundError: not a checkpoint directory.
+        IntegrityError: a file differs from the checkpoint's sha256 manifest,
+            or is corrupt/truncated (named, with the checkpoint to resume from instead).
         CheckpointMismatch: wrong stage, incomplete input, or config keys
             that differ (all named, with both values).
     """
     path = Path(path)
+    verify_checkpoint(path)  # before anything is read: a damaged file is named, never loaded
     blob = _read_state_json(path)
     meta = blob["meta"]
-    if int(meta["stage"]) != stage:
+    if _stage_key(meta["stage"]) != stage:
         raise CheckpointMismatch(
             f"checkpoint '{path}' is from stage {meta['stage']}, but stage {stage} "
             f"{'is being resumed' if purpose == 'resume' else 'output is needed'}; pass a stage-{stage} checkpoint"
@@ -326,33 +400,55 @@ def load_checkpoint(
             f"checkpoint '{path}' is stage {stage} after epoch {meta['epoch']}, not its final one; "
             f"finish stage {stage} first (resume it with --stage {stage} --resume {path})"
         )
-    sections = STAGE_SECTIONS[stage] + (("evaluation",) if purpose == "resume" and stage >= 2 else ())
-    ignore = (f"stage{stage}.epochs",) if purpose == "resume" else ()
-    bad = config_mismatches(meta["config"], cfg.model_dump(mode="json"), sections, ignore)
+    bad = resume_mismatches(meta, cfg, stage, purpose=purpose)
     if bad:
         raise CheckpointMismatch(
             f"checkpoint '{path}' was written with another config (digest {meta['config_digest']}, "
             f"current {cfg.digest()}); differing keys:\n  " + "\n  ".join(bad)
             + "\nuse the checkpoint's config (see its state.json) or start this stage from scratch"
         )
-    state = decode_tree(blob["state"], load_file(str(path / "state.safetensors")))
-    return Checkpoint(path=path, meta=meta, state=state, model_tensors=load_file(str(path / "models.safetensors")))
+    what, fix = f"checkpoint '{path}'", lambda: _damaged_fix(path)
+    state = decode_tree(blob["state"], read_safetensors(path / "state.safetensors", what=what, fix=fix))
+    model_tensors = read_safetensors(path / "models.safetensors", what=what, fix=fix)
+    return Checkpoint(path=path, meta=meta, state=state, model_tensors=model_tensors)
+
+
+def resume_mismatches(
+    meta: Mapping[str, Any], cfg: ErasableMaskConfig, stage: int | str, *, purpose: Literal["resume", "input"]
+) -> list[str]:
+    """The config keys (``"key: checkpoint X, config Y"``) that keep a checkpoint's ``meta`` from serving ``purpose``.
+
+    ``"resume"`` compares the sections of stages ≤ ``stage`` plus ``evaluation``
+    (stages 2, 3), ignoring ``stage<k>.epochs``; ``"input"`` the sections of stages ≤ ``stage``.
+    """
+    sections = STAGE_SECTIONS[stage] + (("evaluation",) if purpose == "resume" and stage in (2, 3) else ())
+    ignore = (f"stage{stage}.epochs",) if purpose == "resume" else ()
+    return config_mismatches(dict(meta["config"]), cfg.model_dump(mode="json"), sections, ignore)
 
 
 def find_latest_checkpoint(root: Path, *, stage: int, complete: bool = False) -> Path | None:
     """The checkpoint of ``stage`` under ``root`` with the most steps (only complete ones if asked)."""
+    return _latest_in(Path(root), stage, complete)
+
+
+def _latest_in(root: Path, stage: int | str, complete: bool, *, before: int | None = None,
+               exclude: Path | None = None) -> Path | None:
+    """:func:`find_latest_checkpoint`, optionally among checkpoints with fewer than ``before`` steps."""
     best: tuple[int, Path] | None = None
-    root = Path(root)
     if not root.is_dir():
         return None
     for meta_file in root.rglob("state.json"):
         if meta_file.parent.name.startswith("."):
             continue  # a temporary directory being written
+        if exclude is not None and meta_file.parent == exclude:
+            continue
         try:
             meta = json.loads(meta_file.read_text())["meta"]
-        except (ValueError, KeyError):
+        except (OSError, ValueError, KeyError, TypeError):
             continue
-        if meta.get("format") != FORMAT or int(meta["stage"]) != stage or (complete and not meta.get("complete")):
+        if meta.get("format") != FORMAT or _stage_key(meta["stage"]) != stage or (complete and not meta.get("complete")):
+            continue
+        if before is not None and int(meta["global_step"]) >= before:
             continue
         if best is None or int(meta["global_step"]) > best[0]:
             best = (int(meta["global_step"]), meta_file.parent)

@@ -36,6 +36,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, Sampler
 
+from erasablemask.experiments.devices import resolve_device
+
 __all__ = ["StageContext", "StageResult", "JsonlReporter", "in_process_context", "parameter_fingerprint"]
 
 
@@ -84,7 +86,7 @@ class StageContext:
 
     rank: int = 0
     world_size: int = 1
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    device: torch.device = field(default_factory=lambda: resolve_device("auto", announce=False))
     wrap_model: Callable[[nn.Module], nn.Module] = _identity
     make_sampler: Callable[[Dataset, bool], Sampler | None] = _no_sampler
     report: Callable[[dict, Path | None], None] = _drop_report
@@ -177,7 +179,7 @@ class JsonlReporter:
             fh.flush()
             os.fsync(fh.fileno())
         if checkpoint_dir is not None:
-            stage = int(metrics.get("stage", 0))
+            stage = metrics.get("stage", 0)  # 1-3, or a competitor's name (competitor_stages.py)
             kept = self.kept.setdefault(stage, [])
             kept.append(Path(checkpoint_dir))
             while self.keep and len(kept) > self.keep:
@@ -192,13 +194,13 @@ def in_process_context(
     latest_checkpoint: Path | None = None,
     fault_hook: Callable[[int, int], None] = _noop_fault,
     progress: bool = True,
-    device: torch.device | str = "cpu",
+    device: torch.device | str = "auto",
     max_steps_per_epoch: int | None = None,
 ) -> StageContext:
     """The single-process context: metrics to ``run_dir/metrics.jsonl``, checkpoints under ``run_dir/stage<k>/``."""
     run_dir = Path(run_dir)
     return StageContext(
-        device=torch.device(device),
+        device=resolve_device(device) if isinstance(device, str) else device,
         report=JsonlReporter(run_dir / "metrics.jsonl", keep=keep),
         latest_checkpoint=latest_checkpoint,
         fault_hook=fault_hook,

@@ -32,11 +32,18 @@ from erasablemask.experiments.curriculum.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
+from erasablemask.experiments.curriculum.competitor_stages import (
+    check_stage_kind,
+    competitor_epochs,
+    competitor_trainer_class,
+    is_competitor_stage,
+)
 from erasablemask.experiments.curriculum.context import (
     StageContext,
     StageResult,
     parameter_fingerprint,
 )
+from erasablemask.experiments.devices import to_memory_format
 from erasablemask.experiments.progress import progress_bar
 from erasablemask.experiments.seeding import derive_seed, seed_everything
 
@@ -62,8 +69,10 @@ class StageTrainer(Protocol):
     def load_extra_state(self, state: dict[str, Any]) -> None: ...
 
 
-def stage_epochs(cfg: ErasableMaskConfig, stage: int) -> int:
-    """Epochs of ``stage`` from the config (paper: 200 / 100 / 50)."""
+def stage_epochs(cfg: ErasableMaskConfig, stage: int | str, params: dict[str, Any] | None = None) -> int:
+    """Epochs of ``stage`` from the config (paper: 200 / 100 / 50); a competitor's from ``params``."""
+    if is_competitor_stage(stage):
+        return competitor_epochs(stage, params)
     return {1: cfg.stage1.epochs, 2: cfg.stage2.epochs, 3: cfg.stage3.epochs}[stage]
 
 
@@ -72,8 +81,15 @@ def checkpoint_name(stage: int, epoch: int) -> str:
     return f"stage{stage}_epoch{epoch:04d}"
 
 
-def build_trainer(cfg: ErasableMaskConfig, stage: int, ctx: StageContext, inputs: Path | None) -> StageTrainer:
-    """The stage's trainer, its models initialised (stage 1) or loaded from ``inputs`` (stages 2, 3)."""
+def build_trainer(cfg: ErasableMaskConfig, stage: int | str, ctx: StageContext, inputs: Path | None,
+                  params: dict[str, Any] | None = None) -> StageTrainer:
+    """The stage's trainer, its models initialised (stage 1) or loaded from ``inputs`` (stages 2, 3).
+
+    A competitor's stage kind (``competitor_stages.py``) gets its trainer with ``params`` and the
+    optional ``inputs`` (GMAA's AttGAN teacher: a stage-1 checkpoint).
+    """
+    if is_competitor_stage(stage):
+        return competitor_trainer_class(stage)(cfg, ctx, params or {}, inputs)
     if stage == 1:
         from erasablemask.experiments.curriculum.stage1 import Stage1Trainer
 
@@ -101,26 +117,30 @@ def _batches(trainer: StageTrainer, ctx: StageContext, cfg: ErasableMaskConfig, 
         sampler = torch.randperm(len(trainer.dataset), generator=gen).tolist()
     elif hasattr(sampler, "set_epoch"):
         sampler.set_epoch(epoch)
+    c = cfg.compute
+    pin = c.pin_memory == "on" or (c.pin_memory == "auto" and ctx.device.type == "cuda")
     return DataLoader(trainer.dataset, batch_size=trainer.batch_size, sampler=sampler, drop_last=True,
-                      num_workers=0)
+                      num_workers=c.data_workers, pin_memory=pin, persistent_workers=False)
 
 
 def _mean_logs(logs: list[dict[str, float]]) -> dict[str, float]:
     out: dict[str, float] = {}
-    for key in logs[0] if logs else []:
+    for key in dict.fromkeys(k for d in logs for k in d):  # every key (GMAA logs G terms every g_freq-th step)
         vals = [d[key] for d in logs if key in d]
         out[f"train/{key}"] = float(sum(vals) / len(vals))
     return out
 
 
-def run_stage(cfg: ErasableMaskConfig, stage: int, ctx: StageContext, *, inputs: Path | None = None) -> StageResult:
+def run_stage(cfg: ErasableMaskConfig, stage: int | str, ctx: StageContext, *, inputs: Path | None = None,
+              params: dict[str, Any] | None = None) -> StageResult:
     """Train one stage for ``stage<k>.epochs`` epochs (resuming from ``ctx.latest_checkpoint`` if set).
 
     Args:
         cfg: validated config.
-        stage: 1, 2 or 3.
+        stage: 1, 2, 3, or a competitor's generator (``"advfaces"``, ``"gmaa"``: competitor_stages.py).
         ctx: the runner's hooks (:class:`StageContext`).
         inputs: the previous stage's final checkpoint directory (stages 2, 3).
+        params: a competitor stage's hyper-parameters (the attack's fields; ignored by stages 1-3).
 
     Returns:
         :class:`StageResult` with the final checkpoint (rank 0) and the metric history.
@@ -129,13 +149,14 @@ def run_stage(cfg: ErasableMaskConfig, stage: int, ctx: StageContext, *, inputs:
         ValueError: bad stage, missing inputs, or a data set smaller than one batch.
         CheckpointMismatch: ``inputs`` or the resume checkpoint does not fit ``cfg``.
     """
-    if stage not in (1, 2, 3):
-        raise ValueError(f"stage must be 1, 2 or 3; got {stage!r}")
+    stage = check_stage_kind(stage)
     started = time.perf_counter()
-    epochs = stage_epochs(cfg, stage)
+    epochs = stage_epochs(cfg, stage, params)
     resume = load_checkpoint(ctx.latest_checkpoint, cfg, stage=stage, purpose="resume") if ctx.latest_checkpoint else None
     torch.manual_seed(derive_seed(cfg.seed, "init", stage))  # identical initialisation on every rank
-    trainer = build_trainer(cfg, stage, ctx, inputs)
+    trainer = build_trainer(cfg, stage, ctx, inputs, params)
+    for module in trainer.modules.values():  # compute.channels_last (in place: the optimisers keep their tensors)
+        to_memory_format(module, cfg.compute.channels_last)
     per_rank = len(trainer.dataset) // max(ctx.world_size, 1)
     if epochs and per_rank < trainer.batch_size:
         raise ValueError(f"stage {stage}: {per_rank} training images per worker, fewer than one batch of "
@@ -166,6 +187,8 @@ def run_stage(cfg: ErasableMaskConfig, stage: int, ctx: StageContext, *, inputs:
             if i >= n_steps:
                 break
             ctx.fault_hook(stage, global_step)
+            if cfg.compute.channels_last:
+                batch = {k: to_memory_format(v, True) for k, v in batch.items()}
             logs.append(trainer.train_step(batch))
             global_step += 1
             bar.update(1)

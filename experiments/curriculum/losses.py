@@ -86,7 +86,7 @@ def gradient_penalty(
         0-dim tensor with a graph to D's parameters (call inside D's step).
     """
     _check_pair(real, fake, "`real` and `fake`")
-    alpha = torch.rand(real.shape[0], 1, 1, 1, generator=generator, device="cpu").to(real)
+    alpha = torch.rand(real.shape[0], 1, 1, 1, generator=generator, device="cpu").to(real)  # device-ok: the CPU RNG, for determinism
     x_hat = (real.detach() + alpha * (fake.detach() - real.detach())).requires_grad_(True)
     out = D(x_hat)
     out = out[0] if isinstance(out, tuple) else out

@@ -11,6 +11,7 @@ from erasablemask.experiments.curriculum.losses import (
     gradient_penalty,
     stage1_discriminator_loss,
 )
+from erasablemask.experiments.devices import MixedPrecision
 
 __all__ = ["adam", "discriminator_step"]
 
@@ -21,7 +22,8 @@ def adam(params, opt_cfg) -> torch.optim.Adam:
 
 
 def discriminator_step(D_step: nn.Module, optimizer: torch.optim.Optimizer, real: Tensor, fake: Tensor,
-                       att_a: Tensor, s1, rng: torch.Generator) -> dict[str, float]:
+                       att_a: Tensor, s1, rng: torch.Generator, mp: MixedPrecision | None = None
+                       ) -> dict[str, float]:
     """One step of D on ``L_D + λ_att_D L_att^D`` (+ GP for wgan_gp), Eq. 3-4; real and fake in one D call.
 
     Args:
@@ -29,17 +31,18 @@ def discriminator_step(D_step: nn.Module, optimizer: torch.optim.Optimizer, real
         real: ``x_cov^{att_a}``; fake: generated images (detached), both (N, 3, H, W) in [-1, 1].
         att_a: (N, n) 0/1 labels of ``real``. s1: the ``Stage1Config`` (GAN loss kind, λ_att_D, GP weight).
         rng: RNG of the gradient penalty's interpolation weights.
+        mp: the trainer's precision (autocast of the forward passes, fp16 loss scaling); None: fp32.
 
     Returns:
         ``{"D/L_D", "D/L_att_D", ("D/L_gp"), "D/L_total"}``.
     """
     n = real.shape[0]
-    d_g, d_att = D_step(torch.cat([real, fake]))
-    l_D = discriminator_loss(d_g[:n], d_g[n:], kind=s1.gan_loss)
-    l_att_D = attribute_loss(d_att[:n], att_a)
-    gp = gradient_penalty(D_step, real, fake, generator=rng) if s1.gan_loss == "wgan_gp" else None
-    total, logs = stage1_discriminator_loss(l_D=l_D, l_att_D=l_att_D, cfg=s1, gp=gp)
-    optimizer.zero_grad(set_to_none=True)
-    total.backward()
-    optimizer.step()
+    mp = mp or MixedPrecision("fp32", real.device)
+    with mp.autocast():
+        d_g, d_att = D_step(torch.cat([real, fake]))
+        l_D = discriminator_loss(d_g[:n], d_g[n:], kind=s1.gan_loss)
+        l_att_D = attribute_loss(d_att[:n], att_a)
+        gp = gradient_penalty(D_step, real, fake, generator=rng) if s1.gan_loss == "wgan_gp" else None
+        total, logs = stage1_discriminator_loss(l_D=l_D, l_att_D=l_att_D, cfg=s1, gp=gp)
+    mp.step(total, optimizer)
     return {f"D/{k}": v for k, v in logs.items()}

@@ -34,6 +34,7 @@ from erasablemask.experiments.curriculum.optimization import adam, discriminator
 from erasablemask.experiments.data.attribute_codes import code_attributes, sample_att_b
 from erasablemask.experiments.data.attributes import sample_target_attributes
 from erasablemask.experiments.data.splits import split_dataset
+from erasablemask.experiments.devices import MixedPrecision
 from erasablemask.experiments.evaluation.metrics import attribute_accuracy
 from erasablemask.experiments.seeding import derive_seed
 from erasablemask.models.attgan import AttGANGenerator
@@ -69,6 +70,9 @@ class Stage1Trainer:
         self.D = build_discriminator(cfg).to(device)
         self.G_step = ctx.wrap_model(EditAndReconstruct(self.G))
         self.D_step = ctx.wrap_model(self.D)
+        if cfg.compute.compile:  # compute.compile: stage 1 has no second-order gradients
+            self.G_step, self.D_step = torch.compile(self.G_step), torch.compile(self.D_step)
+        self.mp = MixedPrecision(cfg.compute.precision, device)
         self.modules = {"generator": self.G, "discriminator": self.D}
         self.optimizers = {"generator": adam(self.G.parameters(), s.optimizer),
                            "discriminator": adam(self.D.parameters(), s.optimizer)}
@@ -88,22 +92,21 @@ class Stage1Trainer:
         self.G.train()
         self.D.train()
         # D step (Eq. 3-4): real x_cov^{att_a} vs fake G(x, att_b).
-        with torch.no_grad():
-            x_fake = self.G(x, a_b)
-        logs = discriminator_step(self.D_step, self.optimizers["discriminator"], x, x_fake, att_a, s, self.rng)
+        with torch.no_grad(), self.mp.autocast():
+            x_fake = self.G(x, a_b).float()
+        logs = discriminator_step(self.D_step, self.optimizers["discriminator"], x, x_fake, att_a, s, self.rng,
+                                  mp=self.mp)
         self.batches_seen += 1
         if self.batches_seen % s.d_steps_per_g_step == 0:
             # G step (Eq. 14).
-            x_rec, x_edit = self.G_step(x, a_a, a_b)
-            f_g, f_att = self.D_step(x_edit)
-            total_G, logs_G = stage1_generator_loss(
-                l_rec=reconstruction_loss(x_rec, x), l_att=attribute_loss(f_att, att_b),
-                l_G=generator_gan_loss(f_g, kind=s.gan_loss), cfg=s,
-            )
-            opt_G = self.optimizers["generator"]
-            opt_G.zero_grad(set_to_none=True)
-            total_G.backward()
-            opt_G.step()
+            with self.mp.autocast():
+                x_rec, x_edit = self.G_step(x, a_a, a_b)
+                f_g, f_att = self.D_step(x_edit)
+                total_G, logs_G = stage1_generator_loss(
+                    l_rec=reconstruction_loss(x_rec, x), l_att=attribute_loss(f_att, att_b),
+                    l_G=generator_gan_loss(f_g, kind=s.gan_loss), cfg=s,
+                )
+            self.mp.step(total_G, self.optimizers["generator"])
             logs.update({f"G/{k}": v for k, v in logs_G.items()})
         return logs
 
@@ -134,7 +137,8 @@ class Stage1Trainer:
                 "val/att_acc_D_edited": acc["edited"]}
 
     def extra_state(self) -> dict[str, Any]:
-        return {"batches_seen": self.batches_seen}
+        return {"batches_seen": self.batches_seen, "amp": self.mp.state_dict()}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.batches_seen = int(state["batches_seen"])
+        self.mp.load_state_dict(state.get("amp", {}))

@@ -55,6 +55,7 @@ from erasablemask.experiments.curriculum.losses import (
 from erasablemask.experiments.curriculum.optimization import adam, discriminator_step
 from erasablemask.experiments.data.attribute_codes import code_attributes, sample_att_b
 from erasablemask.experiments.data.splits import split_dataset
+from erasablemask.experiments.devices import MixedPrecision
 from erasablemask.experiments.evaluation.erasablemask_protection import ErasableMaskProtection
 from erasablemask.experiments.evaluation.targets import build_targets, target_index_for
 from erasablemask.experiments.evaluation.validator import ProtectionValidator
@@ -81,6 +82,7 @@ class Stage2Trainer:
         else:  # a fixed critic: no gradients, and nothing for DDP to synchronise
             self.D_step = self.D.requires_grad_(False).eval()
         self.noise = build_noise_pool(cfg)
+        self.mp = MixedPrecision(cfg.compute.precision, dev)
         a = cfg.attack
         self.surrogates = build_fr_models(cfg, list(a.surrogates), dev, progress=ctx.progress)
         self.black_box = build_fr_models(cfg, list(a.black_box), dev, progress=ctx.progress)
@@ -106,21 +108,33 @@ class Stage2Trainer:
         self.D.train() if self.cfg.stage2.train_discriminator else self.D.eval()
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
-        cfg, s, dev = self.cfg, self.cfg.stage2, self.ctx.device
+        cfg, dev = self.cfg, self.ctx.device
         x, att_a = batch["image"].to(dev), batch["attrs"]
         att_b = sample_att_b(att_a, cfg, self.rng)
         a_a, a_b = code_attributes(att_a, cfg).to(dev), code_attributes(att_b, cfg).to(dev)
         att_a, att_b = att_a.to(dev), att_b.to(dev)
         noise_seed = int(torch.randint(0, 2**62, (1,), generator=self.rng))
         self._train_mode()
+        with self.mp.autocast():
+            total, logs, adv, x_adv = self._losses(x, att_a, att_b, a_a, a_b, batch["index"], noise_seed)
+        self.mp.step(total, self.optimizers["protection"])
+        logs.update({f"L_pri/{k}": v for k, v in adv.per_surrogate_pri.items()})
+        logs["L_adv_mean"] = adv.mean
+        logs.update(adv.meta_logs())  # ‖θ'−θ‖/‖θ‖ and L_aux(θ') − L_aux(θ) of the meta-train step
+        if self.cfg.stage2.train_discriminator:
+            logs.update(self._d_step(x, x_adv.detach().float(), att_a))
+        return logs
 
+    def _losses(self, x, att_a, att_b, a_a, a_b, index, noise_seed: int):
+        """Eq. 15's total and its terms, and the attack's result (under the trainer's autocast)."""
+        cfg, s = self.cfg, self.cfg.stage2
         x_adv, x_cov_b = self.protector_step(x, a_b)
         generate = make_generate(self.protector, x, a_b, noise=self.noise, noise_seed=noise_seed)
         x_noised = self.noise(x_adv, generator=torch.Generator().manual_seed(noise_seed))
         adv = adversarial_loss(
             generate, dict(self.E_adv.named_parameters()), self.surrogates, self.target_emb, self.weights.weights(),
             method=cfg.attack.method, meta_lr=cfg.attack.meta_lr, epsilon=cfg.attack.epsilon,
-            target_index=target_index_for(batch["index"], len(self.targets)), x_adv=x_noised,
+            target_index=target_index_for(index, len(self.targets)), x_adv=x_noised,
         )
         for name, value in adv.per_surrogate_pri.items():
             self.weights.record_batch(name, value, n=x.shape[0])
@@ -142,19 +156,11 @@ class Stage2Trainer:
                                      scale_with_size=s.sigma1_scale_with_size),
             cfg=s,
         )
-        opt = self.optimizers["protection"]
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        opt.step()
-        logs.update({f"L_pri/{k}": v for k, v in adv.per_surrogate_pri.items()})
-        logs["L_adv_mean"] = adv.mean
-        if self.cfg.stage2.train_discriminator:
-            logs.update(self._d_step(x, x_adv.detach(), att_a))
-        return logs
+        return total, logs, adv, x_adv
 
     def _d_step(self, x: torch.Tensor, x_fake: torch.Tensor, att_a: torch.Tensor) -> dict[str, float]:
         return discriminator_step(self.D_step, self.optimizers["discriminator"], x, x_fake, att_a,
-                                  self.cfg.stage1, self.rng)
+                                  self.cfg.stage1, self.rng, mp=self.mp)
 
     def end_epoch(self, epoch: int) -> dict[str, float]:
         means = self.weights.end_epoch()  # Eq. 11's Mean(L_FR_i{t})
@@ -164,9 +170,10 @@ class Stage2Trainer:
         return out
 
     def extra_state(self) -> dict[str, Any]:
-        return {"adaptive_weights": self.weights.state_dict()}
+        return {"adaptive_weights": self.weights.state_dict(), "amp": self.mp.state_dict()}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.weights.load_state_dict(state["adaptive_weights"])
+        self.mp.load_state_dict(state.get("amp", {}))
 
 

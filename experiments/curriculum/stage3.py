@@ -21,6 +21,7 @@ from erasablemask.experiments.curriculum.losses import erasion_loss, stage3_loss
 from erasablemask.experiments.curriculum.optimization import adam
 from erasablemask.experiments.data.attribute_codes import code_attributes, sample_att_b
 from erasablemask.experiments.data.splits import split_dataset
+from erasablemask.experiments.devices import MixedPrecision
 from erasablemask.experiments.evaluation.erasablemask_protection import ErasableMaskProtection
 from erasablemask.experiments.evaluation.targets import build_targets
 from erasablemask.experiments.evaluation.validator import ProtectionValidator
@@ -42,6 +43,7 @@ class Stage3Trainer:
         freeze(self.protector)
         self.restorer_step = ctx.wrap_model(self.restorer)
         self.noise = build_noise_pool(cfg)
+        self.mp = MixedPrecision(cfg.compute.precision, dev)
         self.modules = {"generator": G, "discriminator": D, "protector": self.protector, "restorer": self.restorer}
         self.optimizers = {"restorer": adam(self.restorer.parameters(), cfg.stage3.optimizer)}
         self.rng = torch.Generator()
@@ -59,22 +61,22 @@ class Stage3Trainer:
         att_b = sample_att_b(att_a, cfg, self.rng)
         a_a, a_b = code_attributes(att_a, cfg).to(dev), code_attributes(att_b, cfg).to(dev)
         self.restorer.train()
+        with torch.no_grad(), self.mp.autocast():
+            x_adv = self.protector.protect(x, a_b).x_adv.float()
         with torch.no_grad():
-            x_adv = self.protector.protect(x, a_b).x_adv
             x_noised = self.noise(x_adv, generator=self.rng)
-        x_rec = self.restorer_step(x_noised, restorer_code(cfg.protection.restorer_attribute_input, a_a, a_b))
-        total, logs = stage3_loss(l_era=erasion_loss(x_rec, x, reduction=cfg.stage2.era_reduction), cfg=cfg.stage3)
-        opt = self.optimizers["restorer"]
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        opt.step()
+        with self.mp.autocast():
+            x_rec = self.restorer_step(x_noised, restorer_code(cfg.protection.restorer_attribute_input, a_a, a_b))
+            total, logs = stage3_loss(l_era=erasion_loss(x_rec, x, reduction=cfg.stage2.era_reduction),
+                                      cfg=cfg.stage3)
+        self.mp.step(total, self.optimizers["restorer"])
         return logs
 
     def end_epoch(self, epoch: int) -> dict[str, float]:
         return self.validator.validate(self.protection, prefix="val/")
 
     def extra_state(self) -> dict[str, Any]:
-        return {}
+        return {"amp": self.mp.state_dict()}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        return None
+        self.mp.load_state_dict(state.get("amp", {}))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 from pathlib import Path
 from typing import Sequence
 
@@ -28,6 +29,7 @@ from torch.utils.data import Dataset
 from erasablemask.experiments.data.attributes import ATTRIBUTES
 from erasablemask.experiments.data.miniworld_params import IdentityParams, ImageParams, sample_identity, sample_image
 from erasablemask.experiments.data.miniworld_render import render_face
+from erasablemask.experiments.resources import check_disk, check_memory
 from erasablemask.models.atomic_files import atomic_path
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -86,6 +88,12 @@ class MiniWorld:
                 f"val_fraction={val_fraction} and test_fraction={test_fraction} leave no training image of "
                 f"{self.images_per_identity} per identity; lower them or raise images_per_identity"
             )
+        check_memory(
+            self.memory_estimate(),
+            f"a mini-world of {self.n_identities} identities x {self.images_per_identity} images at "
+            f"{self.image_size}px",
+            "lower the identities, the images per identity or the image size (--identities, --per-identity, --size)",
+        )
         self.identities: list[IdentityParams] = [
             sample_identity(np.random.default_rng([self.seed, 1, k])) for k in range(self.n_identities)
         ]
@@ -109,6 +117,16 @@ class MiniWorld:
 
     def __len__(self) -> int:
         return self.n_identities * self.images_per_identity
+
+    def memory_estimate(self) -> int:
+        """Peak bytes of a world whose images are all rendered (they stay cached), checked when it is made.
+
+        Per image: its cached RGB array (3 x size² bytes) and its parameters and table row
+        (measured 1.7 kB; 2 kB counted); plus one render's canvas, ``size x supersample`` square,
+        at 48 bytes per canvas pixel (measured 37: PIL's canvas and numpy float layers).
+        """
+        n = self.n_identities * self.images_per_identity
+        return n * (3 * self.image_size**2 + 2048) + 48 * (self.image_size * self.supersample) ** 2
 
     def _check_index(self, i: int) -> int:
         if not 0 <= int(i) < len(self):
@@ -214,7 +232,19 @@ class MiniWorld:
         out = Path(out_dir)
         if out.exists() and not out.is_dir():
             raise NotADirectoryError(f"--out {out} is a file; pass a folder path")
+        # PNGs of these drawings measured 1.5-1.8 bytes per pixel; 3 (raw RGB) is counted.
+        check_disk(3 * self.image_size**2 * len(self), out, f"writing {len(self)} images at {self.image_size}px",
+                   "free some space, write elsewhere (--out) or make a smaller world")
+        created = not out.exists()
         out.mkdir(parents=True, exist_ok=True)
+        try:
+            return self._write(out, progress)
+        except BaseException:
+            if created:  # a folder this call made holds no complete world: leave nothing behind
+                shutil.rmtree(out, ignore_errors=True)
+            raise
+
+    def _write(self, out: Path, progress: bool) -> Path:
         table = self.table.copy()
         table.insert(0, "path", [f"images/{k}/{i}.png" for i, k in zip(table["index"], table["identity"])])
         it = range(len(self))

@@ -4,7 +4,8 @@ D_att is biased as a judge: the generator was trained to satisfy it. This
 classifier (a small CNN, BCE over the 13 attributes) is trained on the
 *train* split of the source images (:func:`split_dataset`), never sees
 generated images, and is cached by (data, recipe) hash under
-``cache_dir()/attr_clf/``. The evaluation images come from the test split.
+``cache_dir()/attr_clf/`` with a sha256 sidecar (``models/integrity.py``:
+a damaged entry is refused naming the file). The evaluation images come from the test split.
 
 :class:`EditAccuracy` reports, for the evaluation batches, its accuracy on
 clean images against ``att_a`` (its own reliability), and on the
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from erasablemask.experiments.config.schema import ErasableMaskConfig
@@ -31,6 +32,7 @@ from erasablemask.experiments.evaluation.metrics import attribute_accuracy
 from erasablemask.experiments.progress import progress_bar
 from erasablemask.models.atomic_files import atomic_path
 from erasablemask.models.fr.registry import cache_dir
+from erasablemask.models.integrity import read_safetensors, seal_file, verify_file
 
 if TYPE_CHECKING:
     from erasablemask.experiments.evaluation.validator import ProtectedBatch
@@ -67,7 +69,10 @@ def ensure_attribute_classifier(cfg: ErasableMaskConfig, *, progress: bool = Tru
     model = AttributeClassifier(RECIPE["widths"])
     path = _path(cfg)
     if path.is_file():
-        model.load_state_dict(load_file(str(path)), strict=True)
+        what, fix = "cached attribute classifier", f"delete '{path}' and its .sha256 file; it is trained again"
+        if not verify_file(path, what=what, fix=fix):
+            seal_file(path)  # cached before sidecars (written atomically: complete)
+        model.load_state_dict(read_safetensors(path, what=what, fix=fix), strict=True)
         return model.eval()
     ds = split_dataset(cfg, "train")  # read batch by batch: real data sets do not fit in memory
     gen = torch.Generator().manual_seed(RECIPE["seed"])
@@ -94,6 +99,7 @@ def ensure_attribute_classifier(cfg: ErasableMaskConfig, *, progress: bool = Tru
     bar.close()
     with atomic_path(path) as tmp:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    seal_file(path)  # the digest, last
     return model.eval()
 
 

@@ -41,9 +41,11 @@ def evaluation_batches(cfg: ErasableMaskConfig, split: Literal["val", "test"], m
                        ) -> list[EvalBatch]:
     """The source images of ``split`` (first ``max_images``; 0 = all) in fixed batches.
 
-    ``x_other`` is another image of each source identity (mini-world: the
-    identity's first other image, any split); None for real data sets, whose
-    identities are not known here (no identity-restoration rate then).
+    ``x_other`` is another image of each source identity: the identity's
+    first other image, from any split (mini-world; real data sets whose table
+    has an ``identity`` column). None for a batch with a source of unknown
+    identity (-1) or without another image of it: no identity-restoration
+    rate then.
 
     Raises:
         ValueError: the split has no source images.
@@ -65,6 +67,8 @@ def evaluation_batches(cfg: ErasableMaskConfig, split: Literal["val", "test"], m
                 same = world.indices(None, [it["identity"]])
                 others.append(next(i for i in same if i != it["index"]))
             x_other = world.images(others)
+        else:
+            x_other = _other_photos(cfg, items)
         batches.append(EvalBatch(
             x=torch.stack([it["image"] for it in items]), att_a=att_a,
             att_b=sample_target_attributes(att_a, gen, mode="flip_one"),
@@ -73,3 +77,37 @@ def evaluation_batches(cfg: ErasableMaskConfig, split: Literal["val", "test"], m
             x_other=x_other,
         ))
     return batches
+
+
+_PHOTOS_OF: dict[tuple, dict[int, list[tuple[int, object, str]]]] = {}
+
+
+def _other_photos(cfg: ErasableMaskConfig, items: list[dict]) -> Tensor | None:
+    """Another photo of each item's identity from a real data set's identity column (None if any lacks one)."""
+    if any(int(it.get("identity", -1)) < 0 for it in items):
+        return None
+    key = (cfg.data.kind, str(cfg.data.root), str(cfg.data.attr_file))
+    if key not in _PHOTOS_OF:
+        photos: dict[int, list[tuple[int, object, str]]] = {}
+        for split in ("train", "val", "test"):
+            ds = split_dataset(cfg, split)
+            table = ds.table
+            for index, ident, path in zip(table["index"], table["identity"], table["path"]):
+                if ident >= 0:
+                    photos.setdefault(int(ident), []).append((int(index), ds.root, path))
+        _PHOTOS_OF.clear()
+        _PHOTOS_OF[key] = photos
+    photos = _PHOTOS_OF[key]
+    chosen = []
+    for it in items:
+        other = next(((root, path) for index, root, path in sorted(photos.get(int(it["identity"]), []),
+                                                                   key=lambda t: t[0]) if index != it["index"]), None)
+        if other is None:
+            return None
+        chosen.append(other)
+    from pathlib import Path
+
+    from erasablemask.experiments.data.image_io import load_image_tensor
+
+    return torch.stack([load_image_tensor(Path(root) / path, cfg.data.image_size, cfg.data.mode_policy)
+                        for root, path in chosen])

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from erasablemask.experiments.config.schema import ErasableMaskConfig
 from erasablemask.experiments.data.attribute_codes import code_attributes
+from erasablemask.experiments.devices import resolve_device
 from erasablemask.experiments.evaluation.protection import Protection
 from erasablemask.models.erasablemask import restorer_code
 
@@ -101,9 +102,11 @@ class ErasableMaskProtection(Protection):
         self.checkpoint, self.stage, self.run_dir = checkpoint, stage, run_dir
 
     @classmethod
-    def from_checkpoint(cls, cfg: ErasableMaskConfig, path: Path, device: torch.device | str = "cpu"
+    def from_checkpoint(cls, cfg: ErasableMaskConfig, path: Path, device: torch.device | str | None = None
                         ) -> ErasableMaskProtection:
         """Load from a stage-2/3 checkpoint directory or a run folder (module docstring for which checkpoint).
+
+        The networks go to ``device`` (default ``compute.device``).
 
         Raises:
             FileNotFoundError: no checkpoint there.
@@ -119,7 +122,8 @@ class ErasableMaskProtection(Protection):
             raise ValueError(f"checkpoint '{ckpt_dir}' is from stage {stage}; ErasableMask protects from a "
                              f"stage-2 or stage-3 checkpoint")
         ckpt = load_checkpoint(ckpt_dir, cfg, stage=stage, purpose="input")
-        _, D, protector, restorer = load_protection_models(cfg, ckpt, torch.device(device))
+        device = resolve_device(cfg.compute.device) if device is None else torch.device(device)
+        _, D, protector, restorer = load_protection_models(cfg, ckpt, device)
         return cls(cfg, freeze(protector), freeze(restorer), discriminator=freeze(D), checkpoint=ckpt_dir,
                    stage=stage, run_dir=_run_dir_of(ckpt_dir, stage))
 

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from erasablemask.experiments.config.schema import ErasableMaskConfig
+from erasablemask.experiments.devices import compile_forward, resolve_device
 from erasablemask.experiments.evaluation.metrics import summary_metrics
 from erasablemask.experiments.evaluation.protection import Protection
 from erasablemask.experiments.evaluation.quality import ImageQuality
@@ -90,7 +91,7 @@ def evaluate_protection(
     checkpoint: Path | None = None,
     models: Mapping[str, nn.Module] | None = None,
     targets: ImpersonationTargets | None = None,
-    device: torch.device | str = "cpu",
+    device: torch.device | str | None = None,
     progress: bool = True,
 ) -> EvaluationReport:
     """Full evaluation of ``protection`` (module docstring).
@@ -111,7 +112,7 @@ def evaluate_protection(
         models: FR models by name, to share them between evaluations (default: built from
             ``attack.surrogates`` and ``attack.black_box``; roles come from those lists).
         targets: the impersonation targets (default: :func:`build_targets`).
-        device: where to compute.
+        device: where to compute (default ``compute.device``).
         progress: show progress of FR-model and classifier preparation.
 
     Returns:
@@ -120,12 +121,14 @@ def evaluate_protection(
     Raises:
         UncalibratedError: an FR model has no threshold at a needed FAR (before any work).
     """
-    device = torch.device(device)
+    device = resolve_device(cfg.compute.device) if device is None else torch.device(device)
     if models is None:
         from erasablemask.experiments.fr_tools.zoo import build_fr_models
 
         models = build_fr_models(cfg, list(cfg.attack.surrogates) + list(cfg.attack.black_box), device,
                                  progress=progress)
+        if cfg.compute.compile:  # inference only: no second-order gradients through them here
+            models = {name: compile_forward(m) for name, m in models.items()}
     targets = build_targets(cfg) if targets is None else targets
     transforms = list(cfg.evaluation.transforms if transforms is None else transforms)
     if "none" not in transforms:
@@ -143,6 +146,7 @@ def evaluate_protection(
             obs.add(out)
 
     records = validator.score(protection, transforms, run=run, stage=stage, on_batch=observe)
+    records = observers[0].fill_records(records)  # per-image quality columns (Table VI)
     metrics = summary_metrics(records)
     for obs in observers:
         metrics.update(obs.result())
@@ -178,7 +182,7 @@ def evaluate_checkpoint(
     """
     from erasablemask.experiments.evaluation.erasablemask_protection import ErasableMaskProtection
 
-    device = torch.device("cpu")
+    device = resolve_device(cfg.compute.device)
     protection = ErasableMaskProtection.from_checkpoint(cfg, Path(checkpoint), device)
     if run is None:
         run = (protection.run_dir or protection.checkpoint).name

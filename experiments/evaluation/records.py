@@ -15,7 +15,12 @@ Which images are rows (column ``kind``):
   transform ``"none"``, restored columns null;
 - ``"attr_only"``: the scheme's attribute edit without protection (Table
   II's "Attributes Modified"), transform ``"none"``, restored columns null;
-  absent for schemes that do not edit attributes.
+  absent for schemes that do not edit attributes;
+- ``"destroyed"``: a heavy Gaussian blur of the protected face
+  (:func:`~erasablemask.experiments.evaluation.metrics.destroy`), transform
+  ``"none"``, restored columns null: the control that Eq. 18 read literally
+  passes too (``esr_destroyed``) and identity restoration must not
+  (``idr_destroyed``).
 
 ``method`` is the :class:`~erasablemask.experiments.evaluation.protection.Protection`
 evaluated, on every row of its evaluation, baselines included: the
@@ -54,15 +59,22 @@ from erasablemask.models.atomic_files import atomic_path
 
 __all__ = [
     "RECORDS_SCHEMA_VERSION", "RECORDS_SCHEMA", "RECORDS_COLUMNS", "KINDS", "ROLES", "FAR_COLUMNS",
-    "RecordsVersionError", "records_frame", "write_records", "read_records",
+    "RecordsVersionError", "records_frame", "write_records", "read_records", "QUALITY_COLUMNS", "QUALITY_PAIRS",
+    "QUALITY_METRICS",
 ]
 
-RECORDS_SCHEMA_VERSION = 1
+RECORDS_SCHEMA_VERSION = 2  # 2: the per-image quality columns q_<metric>_<pair> (Table VI)
 VERSION_KEY = b"erasablemask.records_schema_version"
 
-KINDS = ("protected", "clean", "attr_only")
+KINDS = ("protected", "clean", "attr_only", "destroyed")
 ROLES = ("surrogate", "black_box")
 FAR_COLUMNS: dict[float, str] = {0.1: "thr_far_0p1", 0.01: "thr_far_0p01", 0.001: "thr_far_0p001"}
+# Per-image quality (experiments/evaluation/quality.py, Table VI): q_<metric>_<pair>, float32, on the rows of
+# kind "protected" with transform "none" (null elsewhere, and where the pair or the metric does not exist:
+# no attribute edit, no erasion, LPIPS weights absent). In [0, 1] pixel units; PSNR in dB.
+QUALITY_PAIRS = ("protected_vs_attr_only", "protected_vs_source", "restored_vs_source")
+QUALITY_METRICS = ("l1", "mse", "psnr", "ssim", "lpips")
+QUALITY_COLUMNS: tuple[str, ...] = tuple(f"q_{m}_{p}" for p in QUALITY_PAIRS for m in QUALITY_METRICS)
 
 
 def _field(name: str, type_: pa.DataType, doc: str, *, nullable: bool = False) -> pa.Field:
@@ -72,8 +84,8 @@ def _field(name: str, type_: pa.DataType, doc: str, *, nullable: bool = False) -
 RECORDS_SCHEMA = pa.schema([
     _field("run", pa.string(), "run id or name the evaluated scheme comes from"),
     _field("method", pa.string(), "the Protection evaluated (Protection.name), on every row of its evaluation"),
-    _field("kind", pa.string(), "which image was scored: 'protected', 'clean' (source face) or 'attr_only' "
-           "(the scheme's attribute edit without protection)"),
+    _field("kind", pa.string(), "which image was scored: 'protected', 'clean' (source face), 'attr_only' "
+           "(the scheme's attribute edit without protection) or 'destroyed' (heavy blur of the protected face)"),
     _field("stage", pa.int64(), "curriculum stage of the evaluated checkpoint (null: no stages)", nullable=True),
     _field("seed", pa.int64(), "the config's seed"),
     _field("split", pa.string(), "source images' split: 'val' (per-epoch validation) or 'test'"),
@@ -104,6 +116,8 @@ RECORDS_SCHEMA = pa.schema([
            nullable=True),
     _field("identity_restored", pa.bool_(), "cos_restored_source > thr_far_0p01 (counts for the identity-"
            "restoration rate; null without erasion or identities)", nullable=True),
+    *(_field(c, pa.float32(), f"per-image quality {c[2:]} (Table VI; [0, 1] pixel units, PSNR in dB; only on "
+             f"'protected' rows with transform 'none', else null)", nullable=True) for c in QUALITY_COLUMNS),
 ], metadata={VERSION_KEY: str(RECORDS_SCHEMA_VERSION).encode()})
 
 RECORDS_COLUMNS: tuple[str, ...] = tuple(RECORDS_SCHEMA.names)
@@ -137,20 +151,23 @@ def records_frame(columns: Mapping[str, Any]) -> pd.DataFrame:
     """A records DataFrame with the schema's dtypes, from whole columns (sequences or numpy arrays).
 
     Args:
-        columns: every column of :data:`RECORDS_COLUMNS`, each of the same length (None/NaN for nulls).
+        columns: every column of :data:`RECORDS_COLUMNS`, each of the same length (None/NaN for nulls);
+            the quality columns (:data:`QUALITY_COLUMNS`) may be left out (null).
 
     Raises:
         ValueError: a column missing or unknown, or a value that does not fit its type.
     """
-    missing = [c for c in RECORDS_COLUMNS if c not in columns]
+    missing = [c for c in RECORDS_COLUMNS if c not in columns and c not in QUALITY_COLUMNS]
     extra = [c for c in columns if c not in RECORDS_COLUMNS]
     if missing or extra:
         raise ValueError(f"records columns do not fit schema v{RECORDS_SCHEMA_VERSION}: missing {missing or 'none'}, "
                          f"unknown {extra or 'none'}")
+    n = len(next(iter(columns.values()))) if columns else 0
     arrays = []
     for f in RECORDS_SCHEMA:
-        try:  # from_pandas: NaN and None are nulls
-            arrays.append(pa.array(columns[f.name], type=f.type, from_pandas=True))
+        try:  # from_pandas: NaN and None are nulls; quality columns not given are null
+            values = columns[f.name] if f.name in columns else [None] * n
+            arrays.append(pa.array(values, type=f.type, from_pandas=True))
         except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
             raise ValueError(f"records column '{f.name}' does not fit its type {f.type}: {err}") from None
     try:

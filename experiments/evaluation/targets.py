@@ -6,7 +6,8 @@ identity, so success means "verified as the target person", not "close to
 one picture".
 
 - ``mode="miniworld_heldout"``: ``count`` held-out mini-world identities
-  (never seen by the generator or the mini FR models); the evaluation image
+  (never seen by the generator or the mini FR models, and not the identities
+  their thresholds were calibrated on); the evaluation image
   is the identity's first 'test'-split image. ``selection="seeded"``: the
   identities are drawn with a seed derived from ``cfg.seed`` and the training
   image is each one's first 'train'-split image. ``selection="typical"``: the
@@ -18,7 +19,8 @@ one picture".
   the identity's other train images. A target photo that does not look like
   its owner caps ASR (success is judged against *another* photo): on the
   mini-world the seeded choice can draw such a target.
-- ``mode="images"``: ``train_images[k]`` / ``eval_images[k]`` (paths), one pair per target.
+- ``mode="images"``: ``train_images[k]`` / ``eval_images[k]`` (paths), one pair per target;
+  none may be an image of the data set (:func:`~erasablemask.experiments.data.splits.check_roles`).
 
 Several targets: the generator is not conditioned on the target, so a model
 trained for several targets pushes each source towards *its* target, the
@@ -84,6 +86,9 @@ def build_targets(cfg: ErasableMaskConfig) -> ImpersonationTargets:
         ValueError: more targets asked than held-out identities, or a held-out
             identity without both a train and a test image.
     """
+    from erasablemask.experiments.data.splits import check_roles
+
+    check_roles(cfg)  # targets, sources, FR population and calibration identities never overlap
     t = cfg.attack.target
     size = cfg.data.image_size
     if t.mode == "images":

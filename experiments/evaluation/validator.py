@@ -6,6 +6,8 @@ validator scores, with every FR model:
 - ``clean``: ``x`` itself, the clean baseline of Table II (embedded once);
 - ``attr_only``: the scheme's attribute edit ``attribute_only(x, att_b)``
   (ErasableMask: ``x_cov^{att_b}``), the "Attributes Modified" baseline;
+- ``destroyed``: a heavy blur of ``protect(x, x_target)`` (metrics.destroy), the
+  control that any literal ESR passes;
 - ``protected@t``: ``t(protect(x, x_target))`` for each evaluation transform
   ``t`` (Table V; ``none`` is the identity), with ``erase(t(...))`` where the
   scheme can erase.
@@ -29,7 +31,7 @@ from torch import Tensor, nn
 
 from erasablemask.experiments.config.schema import ErasableMaskConfig
 from erasablemask.experiments.evaluation.batches import EvalBatch, evaluation_batches
-from erasablemask.experiments.evaluation.metrics import IDR_FAR, cosine, success_flags, summary_metrics
+from erasablemask.experiments.evaluation.metrics import IDR_FAR, cosine, destroy, success_flags, summary_metrics
 from erasablemask.experiments.evaluation.protection import Protection
 from erasablemask.experiments.evaluation.records import FAR_COLUMNS, records_frame
 from erasablemask.experiments.evaluation.targets import ImpersonationTargets, target_index_for
@@ -125,7 +127,8 @@ class ProtectionValidator:
         Returns:
             Records (schema in :mod:`~erasablemask.experiments.evaluation.records`).
         """
-        fns = {t: build_eval_transform(t) for t in transforms}
+        options = self.cfg.evaluation.transform_options  # Table V's parameters from the config
+        fns = {t: build_eval_transform(t, **options.get(t, {})) for t in transforms}
         blocks: list[dict[str, np.ndarray]] = []
         for k, b in enumerate(self.batches):
             x, att_a, att_b = b.x.to(self.device), b.att_a.to(self.device), b.att_b.to(self.device)
@@ -133,10 +136,12 @@ class ProtectionValidator:
             x_target = self._target_train[torch.zeros_like(b.index) if which is None else which].to(self.device)
             x_adv = protection.protect(x, x_target, att_a=att_a, att_b=att_b)
             x_attr = protection.attribute_only(x, att_a=att_a, att_b=att_b)
+            x_destroyed = destroy(x_adv)  # ESR's destroyed control (metrics.py)
             for m, fr in self.models.items():
                 blocks.append(self._block(k, "clean", m, "none", self.clean_emb[k][m]))
                 if x_attr is not None:
                     blocks.append(self._block(k, "attr_only", m, "none", fr(x_attr)))
+                blocks.append(self._block(k, "destroyed", m, "none", fr(x_destroyed)))
             restored_none = None
             for t, fn in fns.items():
                 x_t = fn(x_adv, seed=derive_seed(self.cfg.seed, "eval_transform", t, k))

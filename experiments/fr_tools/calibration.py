@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -156,7 +156,15 @@ def read_pairs(pairs_csv: str | Path, images_dir: str | Path) -> pd.DataFrame:
         raise FileNotFoundError(
             f"images folder '{images_dir}' not found; --images is the folder the pair paths are relative to"
         )
-    df = pd.read_csv(pairs_csv)
+    try:
+        df = pd.read_csv(pairs_csv)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"pairs file '{pairs_csv}' is empty; it needs a header a,b,same and one row per pair") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise ValueError(f"pairs file '{pairs_csv}' is not a readable CSV ({type(exc).__name__}: {exc}); "
+                         f"it needs a header a,b,same and one row per pair") from None
+    if df.empty:
+        raise ValueError(f"pairs file '{pairs_csv}' has a header but no pairs; add one row a,b,same per pair")
     missing_cols = {"a", "b", "same"} - set(df.columns)
     if missing_cols:
         raise ValueError(f"pairs file '{pairs_csv}' lacks columns {sorted(missing_cols)}; it needs a,b,same")
@@ -180,6 +188,7 @@ def score_pairs(
     batch_size: int = 32,
     image_size: tuple[int, int] | None = None,
     progress: bool = True,
+    embed: Callable[..., torch.Tensor] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cosine scores of genuine and impostor pairs; each image is loaded and embedded once.
 
@@ -192,6 +201,9 @@ def score_pairs(
         image_size: optional ``(height, width)`` every image is resized to on
             load (``None``: native size; the model resizes).
         progress: show tqdm bars.
+        embed: ``embed(paths, batch_size=, image_size=, progress=)`` -> unit-norm rows, instead of
+            :func:`embed_images` with ``model`` (e.g. an aligning embedder,
+            :class:`erasablemask.experiments.photos.fr_align.AlignedEmbedder`).
 
     Returns:
         ``(genuine, impostor)`` float64 arrays of cosine similarities in [-1, 1],
@@ -200,8 +212,8 @@ def score_pairs(
     images_dir = Path(images_dir)
     files = list(pd.unique(pd.concat([pairs_df["a"], pairs_df["b"]]).astype(str)))
     index = {f: i for i, f in enumerate(files)}
-    emb = embed_images(
-        model, [images_dir / f for f in files], batch_size=batch_size, image_size=image_size, progress=progress
+    emb = (embed or (lambda paths, **kw: embed_images(model, paths, **kw)))(
+        [images_dir / f for f in files], batch_size=batch_size, image_size=image_size, progress=progress
     )
     ia = torch.tensor(pairs_df["a"].astype(str).map(index).to_numpy(dtype=np.int64))
     ib = torch.tensor(pairs_df["b"].astype(str).map(index).to_numpy(dtype=np.int64))

@@ -47,7 +47,7 @@ def zoo_quality(paths: Mapping[str, Path], world: MiniZooWorld) -> list[dict]:
 
     Args:
         paths: ``{name: weights path}`` as returned by ``ensure_mini_zoo(names, world)``.
-        world: the world they were trained on (its held-out calibration is reported).
+        world: the world they were trained on (its calibration identities' calibration is reported).
     """
     rows = []
     for name, path in paths.items():

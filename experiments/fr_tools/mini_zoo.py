@@ -3,12 +3,17 @@
 The mini models (:mod:`erasablemask.models.fr.mini_zoo`) are trained
 (:mod:`erasablemask.experiments.fr_tools.mini_training`) on the *FR population* of a
 mini-world and cached as ``cache_dir()/mini_fr/<name>-<hash>.safetensors``
-(written atomically); the hash covers the model's recipe, the
+(written atomically), then its sha256 in the sidecar ``<file>.sha256``
+(:func:`erasablemask.models.integrity.seal_file`), which every load checks
+first: a damaged entry is refused naming the file, with the fix (delete it
+and its sidecar; it is trained again). An entry cached before sidecars
+existed is sealed on first use (it was written atomically, so it is
+complete). The hash in the name covers the model's recipe, the
 :class:`MiniZooWorld` and :data:`RECIPE_VERSION`.
 
 The world and its FR population are in
 :mod:`~erasablemask.experiments.fr_tools.mini_world`; thresholds are
-calibrated on its held-out identities
+calibrated on its calibration identities
 (:mod:`~erasablemask.experiments.fr_tools.mini_calibration`) and stored under
 the weights' digest and the world's calibration set, so thresholds follow
 the weights: two worlds, or two training runs, never overwrite each other's.
@@ -40,12 +45,13 @@ from torch import Tensor
 
 from erasablemask.experiments.fr_tools.mini_calibration import calibrate_mini_model
 from erasablemask.experiments.fr_tools.mini_training import torch_threads, train_mini_model
-from erasablemask.experiments.fr_tools.mini_world import MiniZooWorld, heldout_calibration_set, training_data
+from erasablemask.experiments.fr_tools.mini_world import MiniZooWorld, calibration_set_id, training_data
 from erasablemask.experiments.progress import progress_bar
 from erasablemask.models.atomic_files import atomic_path
 from erasablemask.models.fr.download import sha256_file
 from erasablemask.models.fr.mini_zoo import MINI_RECIPES, MiniRecipe, build_mini_recognizer, load_mini_weights
 from erasablemask.models.fr.registry import FaceRecognizer, build, cache_dir, read_calibration, weights_digest
+from erasablemask.models.integrity import seal_file, sidecar_path
 
 __all__ = [
     "RECIPE_VERSION",
@@ -58,7 +64,8 @@ __all__ = [
 ]
 
 # Bump when the training code changes in a way that changes the weights.
-RECIPE_VERSION = 2
+# 3: disjoint roles (no source val/test image, target or calibration identity in the FR population).
+RECIPE_VERSION = 3
 
 
 def _recipe(name: str, world: MiniZooWorld) -> MiniRecipe:
@@ -98,6 +105,7 @@ def _train_and_save(
     path = mini_weights_path(name, world)
     with _training_lock(path):
         if path.is_file():  # another process trained it while we waited
+            _seal_once(path)
             return
         recipe = _recipe(name, world)
         model, info = train_mini_model(name, *data(), recipe=recipe, threads=threads, progress=progress)
@@ -111,6 +119,13 @@ def _train_and_save(
         with atomic_path(path) as tmp:
             state = {k: v.detach().contiguous() for k, v in model.backbone.state_dict().items()}
             save_file(state, str(tmp), metadata=meta)
+        seal_file(path)  # the digest, last
+
+
+def _seal_once(path: Path) -> None:
+    """Seal a weights file cached before sidecars existed (complete: it was written atomically)."""
+    if path.is_file() and not sidecar_path(path).is_file():
+        seal_file(path)
 
 
 def _load(name: str, path: Path) -> FaceRecognizer:
@@ -118,11 +133,11 @@ def _load(name: str, path: Path) -> FaceRecognizer:
 
 
 def mini_calibration(name: str, world: MiniZooWorld) -> dict | None:
-    """The calibration record of ``name``'s cached weights for ``world`` on its held-out set, or None."""
+    """The calibration record of ``name``'s cached weights for ``world`` on its calibration set, or None."""
     path = mini_weights_path(name, world)
     if not path.is_file():
         return None
-    return read_calibration(name, weights_digest(_load(name, path).backbone), heldout_calibration_set(world))
+    return read_calibration(name, weights_digest(_load(name, path).backbone), calibration_set_id(world))
 
 
 def ensure_mini_model(
@@ -136,7 +151,7 @@ def ensure_mini_model(
 
     Trains when ``mini_weights_path(name, world)`` is missing (one process at
     a time per file); calibrates when these exact weights (digest) have no
-    thresholds on ``world``'s held-out set yet.
+    thresholds on ``world``'s calibration set yet.
 
     Returns:
         The safetensors path.
@@ -144,8 +159,9 @@ def ensure_mini_model(
     path = mini_weights_path(name, world)
     if not path.is_file():
         _train_and_save(name, world, lambda: training_data(world), threads, progress)
+    _seal_once(path)
     model = _load(name, path)
-    if read_calibration(name, weights_digest(model.backbone), heldout_calibration_set(world)) is None:
+    if read_calibration(name, weights_digest(model.backbone), calibration_set_id(world)) is None:
         with torch_threads(threads):
             calibrate_mini_model(name, model, world, weights_hash=config_hash(name, world),
                                  weights_sha256=sha256_file(path))
@@ -155,7 +171,7 @@ def ensure_mini_model(
 def build_mini_model(
     name: str, world: MiniZooWorld, *, threads: int | None = None, progress: bool = True
 ) -> FaceRecognizer:
-    """Mini model ``name`` trained on ``world``, with the thresholds calibrated on ``world``'s held-out set.
+    """Mini model ``name`` trained on ``world``, with the thresholds calibrated on ``world``'s calibration set.
 
     The model depends only on the arguments (and the cache): a Ray actor or
     a Tune trial given the same world builds the same weights and
@@ -163,10 +179,10 @@ def build_mini_model(
 
     Returns:
         A :class:`FaceRecognizer` in eval mode (``build(name, weights=path,
-        calibration=heldout_calibration_set(world))``).
+        calibration=calibration_set_id(world))``).
     """
     path = ensure_mini_model(name, world, threads=threads, progress=progress)
-    return build(name, weights=path, calibration=heldout_calibration_set(world))
+    return build(name, weights=path, calibration=calibration_set_id(world))
 
 
 _WORKER_DATA: dict[str, Tensor] = {}

@@ -15,6 +15,7 @@ the convention of the field's evaluation code and of
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,7 +28,9 @@ from erasablemask.models.fr.registry import FaceRecognizer, UncalibratedError
 __all__ = ["decisions", "embed_images", "load_face_image", "verify_pair"]
 
 
-def load_face_image(path: str | Path, size: int | tuple[int, int] | None = None) -> torch.Tensor:
+def load_face_image(
+    path: str | Path, size: int | tuple[int, int] | None = None, *, min_side: int | None = None
+) -> torch.Tensor:
     """Read one image file as ``(3, H, W)`` float32 RGB in ``[-1, 1]`` with the project's one loader.
 
     :func:`erasablemask.experiments.data.image_io.load_image_tensor` applies
@@ -39,6 +42,9 @@ def load_face_image(path: str | Path, size: int | tuple[int, int] | None = None)
         path: image file (anything Pillow reads).
         size: ``s`` or ``(height, width)`` to crop and resize to; ``None``
             keeps the native size (FR models resize themselves).
+        min_side: with ``size=None``, the side the model shrinks the image to: a
+            large photo is decoded at a reduced scale (aspect kept), so memory
+            follows the model's input, not the photo (see ``load_image_tensor``).
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -47,7 +53,7 @@ def load_face_image(path: str | Path, size: int | tuple[int, int] | None = None)
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image '{path}' not found; check the path (and --images DIR)")
-    return load_image_tensor(path, size)
+    return load_image_tensor(path, size, min_side=min_side)
 
 
 @torch.no_grad()
@@ -79,13 +85,17 @@ def embed_images(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    device = next((t.device for t in model.parameters()), torch.device("cpu"))
+    device = next((t.device for t in model.parameters()), torch.device("cpu"))  # device-ok: follows the model
     # Resize each image on load with the model's own op (forward then skips it), so that all
     # images batch and only model-sized copies are held in memory.
     shrink = model.spec.preprocessing.center_crop == 1.0
+    # The side the model's own resize needs from the whole image (before its centre crop):
+    # large photos are decoded at a reduced scale that keeps at least twice this.
+    pre = model.spec.preprocessing
+    need = math.ceil(max(pre.size) / pre.center_crop)
     images = []
     for path in progress_bar(paths, desc="load", disable=not progress):
-        im = load_face_image(path, image_size)
+        im = load_face_image(path, image_size, min_side=None if image_size else need)
         images.append(model.crop_and_resize(im[None])[0] if shrink else im)
     by_size: dict[tuple[int, int], list[int]] = {}
     for i, im in enumerate(images):

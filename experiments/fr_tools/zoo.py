@@ -25,6 +25,7 @@ from torch import nn
 from erasablemask.experiments.config.schema import ErasableMaskConfig
 from erasablemask.experiments.curriculum.build import freeze
 from erasablemask.experiments.data.splits import zoo_world
+from erasablemask.experiments.devices import resolve_device
 from erasablemask.experiments.fr_tools.mini_world import heldout_calibration_set
 from erasablemask.experiments.fr_tools.mini_zoo import ensure_mini_zoo
 from erasablemask.models.fr.registry import FaceRecognizer, build
@@ -54,14 +55,14 @@ def _provided(name: str, device: torch.device | str) -> nn.Module | None:
     return None
 
 
-def build_fr_models(cfg: ErasableMaskConfig, names: list[str], device: torch.device | str = "cpu",
+def build_fr_models(cfg: ErasableMaskConfig, names: list[str], device: torch.device | str | None = None,
                     *, progress: bool = True) -> dict[str, FaceRecognizer]:
     """Frozen FR models by registry name; ``mini_*`` ones trained/calibrated on this config's world first.
 
     Args:
         cfg: the experiment's config (its ``data`` section defines the mini-world).
         names: registry names, e.g. ``attack.surrogates + attack.black_box``.
-        device: where the models go.
+        device: where the models go (default ``compute.device``).
         progress: show training progress bars.
 
     Returns:
@@ -70,6 +71,7 @@ def build_fr_models(cfg: ErasableMaskConfig, names: list[str], device: torch.dev
     Raises:
         ValueError: ``mini_*`` models with real data (``data.kind != "miniworld"``).
     """
+    device = resolve_device(cfg.compute.device) if device is None else torch.device(device)
     provided = {n: m for n in names if (m := _provided(n, device)) is not None}
     minis = [n for n in names if n.startswith("mini_") and n not in provided]
     paths, calibration = {}, None

@@ -39,8 +39,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from safetensors.torch import load_file
-
 from erasablemask.models.fr.mini import build_mini_backbone
 from erasablemask.models.fr.registry import (
     FaceRecognizer,
@@ -51,6 +49,7 @@ from erasablemask.models.fr.registry import (
     register,
     resolve_weights,
 )
+from erasablemask.models.integrity import read_safetensors, sidecar_path, verify_file
 from erasablemask.models.state_dicts import load_state_dict_checked
 
 __all__ = ["MiniRecipe", "MINI_RECIPES", "build_mini_recognizer", "load_mini_weights"]
@@ -146,16 +145,25 @@ def build_mini_recognizer(name: str) -> FaceRecognizer:
 def load_mini_weights(model: FaceRecognizer, path: str | Path) -> FaceRecognizer:
     """Load a mini model's safetensors file into ``model.backbone`` (strict).
 
+    A file with a sha256 sidecar (``<file>.sha256``, written by the mini-zoo
+    cache) is verified against it first.
+
     Raises:
         FileNotFoundError: ``path`` does not exist.
+        IntegrityError: the file differs from its sidecar digest, or is not a
+            readable safetensors file (names it; the fix: delete the cache entry).
         ValueError: the file's tensors do not fit the architecture (names the
             missing/unexpected keys and the fix).
     """
     file = resolve_weights(model.spec, path)
     if file is None:
         raise ValueError(f"load_mini_weights needs a weights file for FR model '{model.spec.name}', got {path!r}")
+    what = f"weights of FR model '{model.spec.name}'"
+    fix = (f"delete the cache entry ('{file}' and '{sidecar_path(file).name}'); it is trained again on next use"
+           if sidecar_path(file).is_file() else "use an undamaged copy of the file")
+    verify_file(file, what=what, fix=fix)
     load_state_dict_checked(
-        model.backbone, load_file(str(file)), source=f"'{file}' (FR model '{model.spec.name}')",
+        model.backbone, read_safetensors(file, what=what, fix=fix), source=f"'{file}' (FR model '{model.spec.name}')",
         fix="It was saved for another architecture: pass that model's name, or the file trained for this one.",
     )
     return model

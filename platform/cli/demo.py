@@ -79,7 +79,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("demo", help="the mini-world end to end on Ray Train (a few minutes on 2 CPU cores)")
+    p = subparsers.add_parser("demo", help="the mini-world end to end on Ray Train (10-20 minutes on 2 CPU cores, see README)")
     add_config_arguments(p, required=False)
     p.add_argument("--run-dir", default=None, help="output folder (default: runs/demo-<config digest>)")
     p.add_argument("--address", default=None, help="Ray cluster to join (default: a local instance)")

@@ -52,8 +52,9 @@ _BAD_INPUT = (ValueError, OSError, KeyError, LookupError, WeightsUnavailable)
 
 
 def _fail(exc: BaseException) -> int:
-    msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-    print(f"erasablemask fr: error: {msg}", file=sys.stderr)
+    from erasablemask.platform.cli.main import error_line
+
+    print(error_line("fr", exc), file=sys.stderr)
     return 2
 
 
@@ -157,9 +158,21 @@ def _calibrate(args: argparse.Namespace) -> int:
         if n_gen == 0:
             raise ValueError(f"pairs file '{args.pairs}' has no genuine pairs (same=1); TAR needs some")
         model = build(spec.name, weights=args.weights, calibration=PUBLISHED).to(args.device)
-        genuine, impostor = score_pairs(model, pairs, args.images, batch_size=args.batch_size)
+        embed = None
+        if args.align:  # the makers' alignment (experiments/photos/fr_align.py); its own calibration set
+            from erasablemask.experiments.photos.fr_align import AlignedEmbedder
+
+            embed = AlignedEmbedder(model).embed
+        genuine, impostor = score_pairs(model, pairs, args.images, batch_size=args.batch_size, embed=embed)
         rows = thresholds_at_far(genuine, impostor, args.far, min_false_accepts=args.min_false_accepts)
         calibration_set = pairs_calibration_set(pairs, args.images)
+        if args.align:
+            from erasablemask.experiments.photos.fr_align import aligned_set_id
+
+            calibration_set = aligned_set_id(calibration_set)
+            whole = embed.__self__.whole
+            if whole:
+                print(f"note: no face found in {len(whole)} image(s), used whole: {whole[:3]}", file=sys.stderr)
     except _BAD_INPUT as e:
         return _fail(e)
     auc = roc_auc(genuine, impostor)
@@ -198,8 +211,19 @@ def _verify(args: argparse.Namespace) -> int:
         for p in (args.a, args.b):
             if not Path(p).is_file():
                 raise FileNotFoundError(f"image '{p}' not found; give two existing image files")
-        model = build(spec.name, weights=args.weights, calibration=args.calibration).to(args.device)
-        result = verify_pair(model, args.a, args.b)
+        if args.align:  # the makers' alignment, and thresholds calibrated with it (experiments/photos/fr_align.py)
+            from erasablemask.experiments.fr_tools.verification import decisions
+            from erasablemask.experiments.photos.fr_align import AlignedEmbedder, calibrated_for_alignment
+
+            model = build(spec.name, weights=args.weights, calibration=args.calibration or PUBLISHED).to(args.device)
+            if args.calibration is None:
+                calibrated_for_alignment(model, aligned=True)
+            emb = AlignedEmbedder(model).embed([args.a, args.b], progress=False)
+            cosine = float((emb[0] * emb[1]).sum())
+            result = {"cosine": cosine, "decisions": decisions(model, cosine)}
+        else:
+            model = build(spec.name, weights=args.weights, calibration=args.calibration).to(args.device)
+            result = verify_pair(model, args.a, args.b)
     except _BAD_INPUT as e:
         return _fail(e)
     short = ["/".join(Path(p).parts[-2:]) for p in (args.a, args.b)]
@@ -232,7 +256,7 @@ def _train_mini(args: argparse.Namespace) -> int:
         cal = mini_calibration(name, world) or {"thresholds": {}, "tar": {}}
         tars = " ".join(f"{cal['tar'][f]:.3f}@{f:g}" for f in sorted(cal["tar"], reverse=True)) or "-"
         rows.append([name, f"{cal.get('auc', float('nan')):.4f}", tars, str(path)])
-    print(format_table(rows, ["name", "held-out AUC", "TAR@FAR", "weights"]))
+    print(format_table(rows, ["name", "calibration AUC", "TAR@FAR", "weights"]))
     return 0
 
 
@@ -250,7 +274,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     def model_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("model", help="registry name (see `erasablemask fr list`)")
         p.add_argument("--weights", type=Path, default=None, help="weights file instead of the model's default source")
-        p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+        p.add_argument("--device", default="auto", help="torch device: auto (CUDA if any, else CPU), cpu, cuda, cuda:1")
+        p.add_argument("--align", action="store_true",
+                       help="detect the face (MTCNN) and align it the model's makers' way (sface, dlib_resnet); "
+                            "thresholds from a calibration made with --align")
 
     cal = sub.add_parser("calibrate", help="thresholds at chosen FARs from genuine/impostor pairs")
     model_args(cal)

@@ -23,7 +23,7 @@ __all__ = ["run_stage"]
 
 def run_stage(
     cfg: ErasableMaskConfig,
-    stage: int,
+    stage: int | str,
     *,
     run_dir: Path,
     inputs: Path | None = None,
@@ -31,12 +31,14 @@ def run_stage(
     tracking: RunRef | None = None,
     progress: bool = True,
     max_steps_per_epoch: int | None = None,
+    params: dict | None = None,
 ) -> StageResult:
     """Train ``stage`` here, from ``inputs`` (stages 2, 3), resuming from ``resume`` if given.
 
     Args:
         cfg: validated config.
-        stage: 1, 2 or 3.
+        stage: 1, 2, 3, or a competitor's generator (``"advfaces"``, ``"gmaa"``;
+            experiments/curriculum/competitor_stages.py).
         run_dir: ``metrics.jsonl`` and ``stage<k>/checkpoints`` go here.
         inputs: the previous stage's final checkpoint (stages 2, 3).
         resume: a checkpoint of this stage to continue from (exact: the run ends
@@ -45,12 +47,13 @@ def run_stage(
             at step = epoch. ``None``: not tracked.
         progress: a progress bar per epoch.
         max_steps_per_epoch: cut epochs short (tests, benchmarks).
+        params: a competitor stage's hyper-parameters (the attack's fields).
 
     Returns:
         The stage's :class:`StageResult` (final checkpoint under ``run_dir``).
     """
     ctx = in_process_context(Path(run_dir), stage, keep=cfg.compute.num_to_keep, latest_checkpoint=resume,
-                             progress=progress, max_steps_per_epoch=max_steps_per_epoch)
+                             progress=progress, max_steps_per_epoch=max_steps_per_epoch, device=cfg.compute.device)
     if tracking is not None:
         write_jsonl = ctx.report
 
@@ -59,4 +62,4 @@ def run_stage(
             tracking.log_metrics(metrics, step=int(metrics.get("epoch", 0)))
 
         ctx.report = report
-    return run_stage_loop(cfg, stage, ctx, inputs=inputs if stage > 1 else None)
+    return run_stage_loop(cfg, stage, ctx, inputs=inputs if stage != 1 else None, params=params)

@@ -24,12 +24,14 @@ import contextlib
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from erasablemask.experiments.config.schema import ErasableMaskConfig
-from erasablemask.experiments.curriculum.checkpoint import load_checkpoint
+from erasablemask.experiments.curriculum.checkpoint import load_checkpoint, read_checkpoint_meta
+from erasablemask.experiments.curriculum.competitor_stages import check_stage_kind
 from erasablemask.experiments.curriculum.context import JsonlReporter, StageContext, StageResult
 from erasablemask.experiments.curriculum.faults import FaultInjected
+from erasablemask.experiments.curriculum.reruns import trim_metrics
 from erasablemask.experiments.fr_tools.zoo import fr_model_provider
 from erasablemask.experiments.seeding import derive_seed
 from erasablemask.models.atomic_files import atomic_dir
@@ -90,7 +92,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     from erasablemask.experiments.curriculum.loop import run_stage as run_stage_loop
 
     cfg = ErasableMaskConfig.model_validate(config["cfg"])
-    stage = int(config["stage"])
+    stage = check_stage_kind(config["stage"])
     train_ctx = ray.train.get_context()
     rank, world = train_ctx.get_world_rank(), train_ctx.get_world_size()
     torch.set_num_threads(max(1, int(cfg.compute.cpus_per_worker)))
@@ -100,6 +102,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         latest = Path(checkpoint.to_directory(tempfile.mkdtemp(prefix=f"resume-stage{stage}-")))
+        if rank == 0:  # epochs after the checkpoint are trained again: log them once
+            trim_metrics(Path(config["run_dir"]), stage, int(read_checkpoint_meta(latest)["epoch"]))
 
     reporter = JsonlReporter(Path(config["run_dir"]) / "metrics.jsonl", keep=0, extra={"runner": "ray"})
     tracking: RunRef | None = config.get("tracking")
@@ -136,7 +140,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     inputs = Path(config["inputs"]) if config.get("inputs") else None
     actors = config.get("fr_actors")  # compute.remote_fr: these FR models come from the driver's actors
     with fr_model_provider(actors.provider) if actors is not None else contextlib.nullcontext():
-        run_stage_loop(cfg, stage, ctx, inputs=inputs)
+        run_stage_loop(cfg, stage, ctx, inputs=inputs, params=config.get("params"))
 
 
 def _check_replicas_in_sync(stage: int, rank: int, world: int, fingerprint: str) -> None:
@@ -160,7 +164,7 @@ def _check_replicas_in_sync(stage: int, rank: int, world: int, fingerprint: str)
 
 def run_stage(
     cfg: ErasableMaskConfig,
-    stage: int,
+    stage: int | str,
     *,
     run_dir: Path,
     inputs: Path | None = None,
@@ -168,6 +172,8 @@ def run_stage(
     tracking: RunRef | None = None,
     progress: bool = True,
     max_steps_per_epoch: int | None = None,
+    callbacks: Sequence[Any] = (),
+    params: dict | None = None,
 ) -> StageResult:
     """Run ``stage`` as a Ray Train V2 ``TorchTrainer`` on the Ray this process is connected to.
 
@@ -178,7 +184,7 @@ def run_stage(
 
     Args:
         cfg: validated config.
-        stage: 1, 2 or 3.
+        stage: 1, 2, 3, or a competitor's generator (``"advfaces"``, ``"gmaa"``).
         run_dir: rank 0's ``metrics.jsonl``, the fault marker, Ray's default
             storage, and ``stage<k>/final`` (the final checkpoint copied here).
         inputs: the previous stage's final checkpoint (stages 2, 3); a path the
@@ -187,6 +193,9 @@ def run_stage(
         tracking: the stage's MLflow run; rank 0 logs each epoch's metrics to it.
         progress: rank 0 prints a progress line per epoch (Ray forwards it).
         max_steps_per_epoch: cut epochs short (tests, benchmarks).
+        params: a competitor stage's hyper-parameters (the attack's fields).
+        callbacks: Ray Train ``UserCallback`` s for the trainer's ``RunConfig``
+            (a sweep's trial forwards each epoch's report to Ray Tune with one).
 
     Returns:
         :class:`StageResult`; ``history`` and ``global_step`` are read back
@@ -210,13 +219,14 @@ def run_stage(
         resources["GPU"] = 1
     resources.update(cfg.compute.worker_resources)  # custom node labels, e.g. {"trainer_node": 1}
     # compute.remote_fr: FR actors for the whole stage (they outlive a restarted worker group); stage 1 has no FR.
-    actors = start_fr_actors_for_config(cfg) if stage > 1 and cfg.compute.remote_fr.models else None
+    actors = start_fr_actors_for_config(cfg) if stage != 1 and cfg.compute.remote_fr.models else None
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
             "cfg": cfg.model_dump(mode="json"),
             "stage": stage,
-            "inputs": str(Path(inputs).resolve()) if inputs and stage > 1 else None,
+            "inputs": str(Path(inputs).resolve()) if inputs and stage != 1 else None,
+            "params": params,
             "resume": str(Path(resume).resolve()) if resume else None,
             "run_dir": str(run_dir),
             "tracking": tracking,
@@ -234,6 +244,7 @@ def run_stage(
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.compute.num_to_keep),
             failure_config=FailureConfig(max_failures=cfg.compute.max_failures),
             logging_config=LoggingConfig(log_level=QUIET_TRAIN_LOGS),
+            callbacks=list(callbacks) or None,
         ),
     )
     try:

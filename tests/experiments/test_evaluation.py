@@ -26,7 +26,7 @@ from erasablemask.experiments.data.attribute_codes import code_attributes
 from erasablemask.experiments.evaluation.batches import evaluation_batches
 from erasablemask.experiments.evaluation.erasablemask_protection import ErasableMaskProtection
 from erasablemask.experiments.evaluation.evaluate import evaluate_checkpoint, evaluate_protection
-from erasablemask.experiments.evaluation.metrics import cosine, summary_metrics
+from erasablemask.experiments.evaluation.metrics import cosine, destroy, summary_metrics
 from erasablemask.experiments.evaluation.protection import Protection
 from erasablemask.experiments.evaluation.records import read_records, write_records
 from erasablemask.experiments.evaluation.targets import ImpersonationTargets, build_targets, target_index_for
@@ -104,6 +104,9 @@ def _tally_summary(cfg, protector, restorer, models, targets, transforms) -> dic
                 scores[m, "clean"].append(cosine(emb, tgt[m]))
                 scores[m, "clean_source"].append(cosine(emb, fr(b.x_other)))
                 scores[m, "attr_only"].append(cosine(fr(out.x_cov_b), tgt[m]))
+                scores[m, "destroyed"].append(cosine(fr(destroy(out.x_adv)), tgt[m]))
+                scores[m, "destroyed_source"].append(cosine(fr(destroy(out.x_adv)), fr(b.x_other)))
+                scores[m, "identity"].append(b.identity.float())
             for t in transforms:
                 x_t = build_eval_transform(t)(out.x_adv, seed=derive_seed(cfg.seed, "eval_transform", t, k))
                 x_rec = restorer(x_t, restorer_code(cfg.protection.restorer_attribute_input, a_a, a_b))
@@ -119,6 +122,10 @@ def _tally_summary(cfg, protector, restorer, models, targets, transforms) -> dic
         out[f"target_pair_cos/{m}"] = float(pair[m].mean())
         out[f"target_pair_verified/{m}"] = float((pair[m] > tau[m]["asr"]).float().mean())
         out[f"idr_clean/{m}"] = float((s[m, "clean_source"] > tau[m]["idr"]).float().mean())
+        out[f"esr_clean/{m}"] = float((s[m, "clean"] < tau[m]["esr"]).float().mean())
+        out[f"esr_attr_only/{m}"] = float((s[m, "attr_only"] < tau[m]["esr"]).float().mean())
+        out[f"esr_destroyed/{m}"] = float((s[m, "destroyed"] < tau[m]["esr"]).float().mean())
+        out[f"idr_destroyed/{m}"] = float((s[m, "destroyed_source"] > tau[m]["idr"]).float().mean())
         for t in transforms:
             sfx = "" if t == "none" else f"@{t}"
             out[f"asr{sfx}/{m}"] = float((s[m, f"protected@{t}"] > tau[m]["asr"]).float().mean())
@@ -126,6 +133,8 @@ def _tally_summary(cfg, protector, restorer, models, targets, transforms) -> dic
             out[f"esr_unrestored{sfx}/{m}"] = float((s[m, f"protected@{t}"] < tau[m]["esr"]).float().mean())
             out[f"idr{sfx}/{m}"] = float((s[m, f"restored_source@{t}"] > tau[m]["idr"]).float().mean())
             out[f"cos{sfx}/{m}"] = float(s[m, f"protected@{t}"].mean())
+            out[f"n_images{sfx}/{m}"] = float(len(s[m, "identity"]))
+            out[f"n_identities{sfx}/{m}"] = float(len(s[m, "identity"].unique()))
     for group, names in (("surrogates", cfg.attack.surrogates), ("black_box", cfg.attack.black_box)):
         for key in sorted({k.split("/")[0] for k in out}):
             vals = [out[f"{key}/{n}"] for n in names if f"{key}/{n}" in out]
@@ -143,7 +152,7 @@ def _assert_same_summary(got: dict[str, float], want: dict[str, float]) -> None:
 def test_summary_from_records_equals_the_tally_it_replaced(world):
     cfg, protection, models, targets = world
     records = ProtectionValidator(cfg, models, targets, "cpu", split="test").score(protection, TRANSFORMS)
-    got = summary_metrics(records)
+    got = summary_metrics(records, intervals=False)
     want = _tally_summary(cfg, protection.protector, protection.restorer, models, targets, TRANSFORMS)
     _assert_same_summary(got, want)
     fractions = [v for k, v in got.items() if k.startswith(("asr/", "esr/", "idr/")) and "_mean" not in k]
@@ -156,9 +165,9 @@ def test_records_have_one_row_per_image_model_and_transform(world):
     validator = ProtectionValidator(cfg, models, targets, "cpu", split="test")
     records = validator.score(protection, TRANSFORMS, run="trial-7", stage=None)
     n = validator.n_images
-    assert len(records) == n * len(models) * (2 + len(TRANSFORMS))
+    assert len(records) == n * len(models) * (3 + len(TRANSFORMS))
     counts = records.groupby(["kind", "transform"]).size().to_dict()
-    assert counts == {("attr_only", "none"): n * 3, ("clean", "none"): n * 3,
+    assert counts == {("attr_only", "none"): n * 3, ("clean", "none"): n * 3, ("destroyed", "none"): n * 3,
                       **{("protected", t): n * 3 for t in TRANSFORMS}}
     assert set(records["run"]) == {"trial-7"} and set(records["method"]) == {"erasablemask"}
     assert records["stage"].isna().all() and set(records["role"]) == {"surrogate", "black_box"}
@@ -180,8 +189,10 @@ def test_any_protection_is_scored_and_the_identity_protection_has_the_clean_asr(
     for m in models:
         assert report.metrics[f"asr/{m}"] == report.metrics[f"asr_clean/{m}"]
         assert f"esr/{m}" not in report.metrics and f"asr_attr_only/{m}" not in report.metrics
-    assert not any(k.startswith("quality/") for k in report.metrics)  # nothing edited, nothing restored
-    assert set(rows["kind"]) == {"clean", "protected"} and rows["cos_restored_target"].isna().all()
+    quality = {k: v for k, v in report.metrics.items() if k.startswith("quality/")}
+    assert quality and all(k.endswith("_protected_vs_source") for k in quality)  # nothing edited, nothing restored
+    assert quality["quality/l1_protected_vs_source"] == 0.0 and quality["quality/ssim_protected_vs_source"] == 1.0
+    assert set(rows["kind"]) == {"clean", "protected", "destroyed"} and rows["cos_restored_target"].isna().all()
     assert report.method == "identity" and report.stage is None and report.n_images == 12
 
 
@@ -228,7 +239,8 @@ def test_evaluating_a_run_folder_gives_records_and_the_summary_they_imply(run_fo
     report = evaluate_checkpoint(cfg, run_folder, run="trial-1", transforms=["none", "jpeg"], progress=False)
     assert report.stage == 2 and Path(report.checkpoint).parent == run_folder / "stage2" / "checkpoints"
     records = report.records
-    assert len(records) == report.n_images * 3 * 4 and set(records["run"]) == {"trial-1"}
+    assert len(records) == report.n_images * 3 * 5 and set(records["run"]) == {"trial-1"}  # clean, attr, destroyed,
+    # protected@none, protected@jpeg
     assert set(records["stage"]) == {2}
     fr_keys = summary_metrics(records)
     assert {k: report.metrics[k] for k in fr_keys} == fr_keys
@@ -237,7 +249,7 @@ def test_evaluating_a_run_folder_gives_records_and_the_summary_they_imply(run_fo
     back = read_records(write_records(records, tmp_path / "records.parquet"))
     pd.testing.assert_frame_equal(back, records)
     summary = json.loads(json.dumps(report.summary_json()))  # what evaluation.json holds
-    assert summary["metrics"] == report.metrics and summary["records_schema_version"] == 1
+    assert summary["metrics"] == report.metrics and summary["records_schema_version"] == 2
     assert (summary["n_images"], summary["stage"], summary["method"]) == (12, 2, "erasablemask")
 
 

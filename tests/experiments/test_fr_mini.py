@@ -147,6 +147,8 @@ def test_parallel_training_gives_the_same_weights_as_sequential(tmp_path, monkey
 def test_thresholds_follow_the_weights_file_when_another_process_replaces_it(home, monkeypatch):
     from safetensors.torch import load_file, save_file
 
+    from erasablemask.models.integrity import seal_file
+
     cal = mini_calibration(B, TINY)
     state = load_file(str(home[B]))
     original = home[B].read_bytes()
@@ -156,6 +158,7 @@ def test_thresholds_follow_the_weights_file_when_another_process_replaces_it(hom
         w = state["project.0.weight"]
         w += 0.5 * w.std() * torch.randn(w.shape, generator=torch.Generator().manual_seed(0))
         save_file(state, str(home[B]))
+        seal_file(home[B])  # a training process seals what it writes (models/integrity.py)
         model = build_mini_model(B, TINY, threads=1, progress=False)
         new = mini_calibration(B, TINY)
         assert new["weights_sha256"] != cal["weights_sha256"] and new["weights_hash"] == cal["weights_hash"]
@@ -163,6 +166,7 @@ def test_thresholds_follow_the_weights_file_when_another_process_replaces_it(hom
         assert new["weights_digest"] != cal["weights_digest"]
     finally:
         home[B].write_bytes(original)
+        seal_file(home[B])
     # The first weights' calibration was kept, not overwritten: restoring the file needs no recalibration.
     assert len(list_calibrations(B)) == 2
     assert build_mini_model(B, TINY, progress=False).spec.thresholds == cal["thresholds"]
@@ -173,14 +177,18 @@ def test_short_trained_models_verify_heldout_identities_well_above_chance(home):
         genuine, impostor = heldout_scores(build_mini_model(name, TINY), TINY)
         untrained = roc_auc(*heldout_scores(build(name, weights=RANDOM_INIT), TINY))
         auc = roc_auc(genuine, impostor)
-        assert auc > 0.7 and auc > untrained + 0.05, (name, auc, untrained)
+        # On the 24 calibration identities (288 images; measured 2026-11-30: mobileface 0.677 vs 0.575 untrained),
+        # a harder set than the 6 held-out identities the thresholds used to be set on (then > 0.7).
+        assert auc > 0.65 and auc > untrained + 0.05, (name, auc, untrained)
 
 
-def test_thresholds_are_calibrated_on_heldout_pairs_and_used_by_build(home):
+def test_thresholds_are_calibrated_on_the_calibration_identities_and_used_by_build(home):
     cal = mini_calibration(A, TINY)
-    n = 6 * 16  # held-out images
-    assert cal["n_genuine"] == 6 * 16 * 15 // 2 and cal["n_impostor"] == n * (n - 1) // 2 - cal["n_genuine"]
-    assert sorted(cal["thresholds"]) == [0.01, 0.1]  # 0.001 needs >= 10,000 impostor pairs: skipped
+    n = 24 * 12  # the calibration identities' images (their own role: not targets, not trained on)
+    assert cal["n_genuine"] == 24 * 12 * 11 // 2 and cal["n_impostor"] == n * (n - 1) // 2 - cal["n_genuine"]
+    assert cal["n_impostor"] == TINY.n_impostor_pairs == 39_744
+    assert sorted(cal["thresholds"]) == [0.001, 0.01, 0.1]  # >= 10,000 impostor pairs: FAR 0.001 too
+    assert "calibration identities 60-83" in cal["source"]
     model = build_mini_model(A, TINY)
     assert model.threshold(0.1) == cal["thresholds"][0.1] and model.threshold(0.01) == cal["thresholds"][0.01]
     assert fr_mini.config_hash(A, TINY) in model.spec.threshold_source

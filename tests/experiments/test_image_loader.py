@@ -127,3 +127,100 @@ def test_loader_errors_name_the_file(tmp_path: Path) -> None:
         load_image_tensor(tmp_path / "a.png", (0, 4))
     with pytest.raises(FileNotFoundError, match="target image '.*nope.png' not found"):
         _target(tmp_path / "nope.png", SIZE)
+
+
+def _png_header_only(path: Path, width: int, height: int) -> None:
+    """A PNG whose header claims ``width x height`` (8-bit grey) with no pixel data: only the size is readable."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+
+
+def test_images_over_the_pixel_limit_are_refused_before_decoding(tmp_path: Path) -> None:
+    from erasablemask.experiments.data.image_io import MAX_IMAGE_PIXELS, load_rgb
+
+    _png_header_only(tmp_path / "bomb.png", 60_000, 60_000)  # 3.6 G pixels: 10.8 GB as RGB if decoded
+    with pytest.raises(DataSetError, match=r"bomb\.png' is too large \(3,600,000,000 pixels\).*limit of 178,956,970 pixels.*shrink it"):
+        load_image_tensor(tmp_path / "bomb.png")
+    _png_header_only(tmp_path / "big.png", 12_000, 14_000)  # over our limit, under Pillow's hard one
+    with pytest.raises(DataSetError, match=r"big\.png' is 12000x14000 \(168,000,000 pixels\)"):
+        load_rgb(tmp_path / "big.png", max_pixels=150_000_000)
+    assert MAX_IMAGE_PIXELS == 178_956_970
+    Image.new("RGB", (20, 10)).save(tmp_path / "small.png")
+    with pytest.raises(DataSetError, match=r"small\.png' is 20x10 \(200 pixels\), more than the loader's limit of 199"):
+        load_rgb(tmp_path / "small.png", max_pixels=199)
+    assert load_rgb(tmp_path / "small.png", max_pixels=200).size == (20, 10)
+
+
+def test_a_decompression_bomb_is_refused_in_bounded_memory(tmp_path: Path) -> None:
+    """A real 14000² PNG of zeros (0.5 MB on disk, 588 MB as RGB) is refused without its memory being touched."""
+    import struct
+    import subprocess
+    import sys
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    side = 14_000
+    comp, row = zlib.compressobj(9), b"\x00" * (side + 1)
+    idat = b"".join(comp.compress(row) for _ in range(side)) + comp.flush()
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    assert bomb.stat().st_size < 2_000_000
+    script = (
+        "import resource, sys\n"
+        "from erasablemask.experiments.data.image_io import DataSetError, load_image_tensor\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "try:\n"
+        "    load_image_tensor(sys.argv[1], 64)\n"
+        "except DataSetError as e:\n"
+        "    print('refused:', e)\n"
+        "print('grew_kb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(bomb)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "refused: image" in out.stdout and "196,000,000 pixels" in out.stdout
+    assert "Traceback" not in out.stderr and "DecompressionBomb" not in out.stdout + out.stderr
+    grew_kb = int(out.stdout.split("grew_kb")[1])
+    assert grew_kb < 50_000, f"peak RSS grew {grew_kb} kB while refusing the bomb (decoding it takes > 190,000 kB)"
+
+
+def test_large_photos_are_decoded_at_the_size_they_are_needed(tmp_path: Path) -> None:
+    """JPEG: libjpeg's 1/2..1/8 scale; other formats: an integer box reduction; both keep >= 2x the needed side."""
+    from erasablemask.experiments.data.image_io import REDUCING_GAP
+
+    rng = np.random.default_rng(1)
+    smooth = Image.fromarray(rng.integers(0, 255, (25, 50, 3), dtype=np.uint8)).resize((2000, 1000), Image.BICUBIC)
+    smooth.save(tmp_path / "wide.jpg", quality=95)
+    smooth.save(tmp_path / "wide.png")
+    # Native size for verification with a 112-px model: both sides stay >= 2 x 112 = 224.
+    assert REDUCING_GAP == 2
+    assert tuple(load_image_tensor(tmp_path / "wide.jpg", min_side=112).shape) == (3, 250, 500)  # 1/4 scale
+    assert tuple(load_image_tensor(tmp_path / "wide.png", min_side=112).shape) == (3, 250, 500)  # reduce(4)
+    assert tuple(load_image_tensor(tmp_path / "wide.jpg").shape) == (3, 1000, 2000)  # no hint: full resolution
+    # With a size the result is the same size and nearly the same pixels as decoding in full.
+    full = pil_to_tensor_full(tmp_path / "wide.png", 64)
+    for name in ("wide.jpg", "wide.png"):
+        reduced = load_image_tensor(tmp_path / name, 64)
+        assert reduced.shape == (3, 64, 64)
+        assert (reduced - full).abs().mean() < 0.02, name
+    # A photo at most twice the needed side is decoded exactly as before (no reduction).
+    small = tmp_path / "small.jpg"
+    smooth.resize((250, 125)).save(small, quality=95)
+    with Image.open(small) as im:
+        exact = torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1).float() / 127.5 - 1
+    assert torch.equal(load_image_tensor(small, min_side=60), exact)
+
+
+def pil_to_tensor_full(path: Path, size: int) -> torch.Tensor:
+    """The loader's crop-and-resize from the fully decoded file (the reference for reduced decoding)."""
+    with Image.open(path) as im:
+        square = center_crop_to_aspect(im.convert("RGB"), size, size).resize((size, size), Image.Resampling.BICUBIC)
+    return torch.from_numpy(np.asarray(square).copy()).permute(2, 0, 1).float() / 127.5 - 1

@@ -269,3 +269,35 @@ def test_gpu_check_dry_run_times_every_stage(tmp_path):
     assert [(r["dtype"], r["batch"]) for r in rows] == [("fp32", 2)]
     for key in ("stage2_ensemble", "stage2_meta_auxiliary", "stage1", "stage3"):
         assert 0 < rows[0][key]["min_s"] < 120 and rows[0][key]["peak_total_bytes"] > 0
+
+
+def test_meta_step_size_and_aux_change_are_reported_and_match_a_recomputation(problem):
+    gen, surrogates, x, targets, weights = problem
+    theta = _leaf_params(gen)
+    res = _loss(theta, problem, method="meta_auxiliary", meta_lr=0.5, epsilon=0.0)
+    norm = math.sqrt(sum(float(t.detach().square().sum()) for t in theta.values()))
+
+    def fr_loss(name, image):
+        emb = surrogates[name](image)
+        return float(1 - torch.nn.functional.cosine_similarity(emb, targets.for_batch(name, 2), dim=1).mean())
+
+    for p in NAMES:
+        l_pri = 1 - torch.nn.functional.cosine_similarity(surrogates[p](functional_call(gen, theta, (x,))),
+                                                         targets.for_batch(p, 2), dim=1).mean()
+        grads = torch.autograd.grad(l_pri, list(theta.values()))
+        step = 0.5 * math.sqrt(sum(float(g.square().sum()) for g in grads))
+        assert res.meta_step_rel[p] == pytest.approx(step / norm, rel=1e-9)
+        prime = {k: t - 0.5 * g for (k, t), g in zip(theta.items(), grads)}
+        x_prime = functional_call(gen, prime, (x,))
+        others = [q for q in NAMES if q != p]
+        aux_prime = sum(weights[q] * fr_loss(q, x_prime) for q in others) / 2
+        aux_theta = sum(weights[q] * fr_loss(q, functional_call(gen, theta, (x,))) for q in others) / 2
+        assert res.aux_change[p] == pytest.approx(aux_prime - aux_theta, rel=1e-9, abs=1e-12)
+        assert res.aux_change[p] < 0  # a step down L_pri of one surrogate also helps the others here
+    logs = res.meta_logs()
+    assert logs["meta/step_rel"] == pytest.approx(sum(res.meta_step_rel.values()) / 3)
+    assert set(logs) == {"meta/step_rel", "meta/aux_change"} | {f"meta/{k}/{p}" for k in ("step_rel", "aux_change")
+                                                                for p in NAMES}
+    still = _loss(_leaf_params(gen), problem, method="first_order", meta_lr=0.0, epsilon=0.0)
+    assert all(v == 0 for v in still.meta_step_rel.values()) and max(map(abs, still.aux_change.values())) < 1e-12
+    assert _loss(_leaf_params(gen), problem, method="ensemble").meta_logs() == {}

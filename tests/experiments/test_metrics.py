@@ -126,10 +126,12 @@ def test_summary_from_hand_made_rows_has_every_key_and_value():
         _rows([0.1, 0.1], model="b", role="black_box", transform="jpeg", pair=0.7,
               cos_restored_target=[0.2, 0.2], cos_restored_source=[0.9, 0.9], **s),
     )
-    out = summary_metrics(rows, prefix="val/")
+    out = summary_metrics(rows, prefix="val/", intervals=False)
     expect_a = {"asr_clean": 0.5, "asr_attr_only": 0.5, "target_pair_cos": 0.5, "target_pair_verified": 0.0,
                 "idr_clean": 0.5, "asr": 1.0, "esr": 0.5, "esr_unrestored": 0.0, "idr": 1.0, "cos": 0.85,
-                "asr@jpeg": 0.5, "esr@jpeg": 1.0, "esr_unrestored@jpeg": 0.0, "idr@jpeg": 0.5, "cos@jpeg": 0.65}
+                "asr@jpeg": 0.5, "esr@jpeg": 1.0, "esr_unrestored@jpeg": 0.0, "idr@jpeg": 0.5, "cos@jpeg": 0.65,
+                "esr_clean": 0.0, "esr_attr_only": 0.0, "n_images": 2, "n_identities": 0, "n_images@jpeg": 2,
+                "n_identities@jpeg": 0}
     for key, value in expect_a.items():
         assert out[f"val/{key}/a"] == pytest.approx(value), key
         assert out[f"val/{key}/surrogates_mean"] == pytest.approx(value), key
@@ -140,9 +142,10 @@ def test_summary_from_hand_made_rows_has_every_key_and_value():
 
 def test_summary_leaves_out_what_a_scheme_cannot_give():
     rows = _frame(_rows([0.6, 0.2], kind="clean"), _rows([0.8, 0.2]))  # no edit, no erasion, no identities
-    out = summary_metrics(rows)
-    assert set(out) == {f"{k}/{g}" for k in ("asr_clean", "target_pair_cos", "target_pair_verified", "asr",
-                                              "esr_unrestored", "cos") for g in ("m", "surrogates_mean")}
+    out = summary_metrics(rows, intervals=False)
+    assert set(out) == {f"{k}/{g}" for k in ("asr_clean", "esr_clean", "target_pair_cos", "target_pair_verified",
+                                              "asr", "esr_unrestored", "cos", "n_images", "n_identities")
+                        for g in ("m", "surrogates_mean")}
 
 
 def test_attribute_accuracy_all_and_edited():

@@ -201,3 +201,34 @@ def test_cli_miniworld_writes_images_table_and_grid(tmp_path, capsys):
     assert _data_cli(["data", "check", "folder", str(out), str(out / "table.parquet"), "--split", "val", "--decode"]) == 0
     assert _data_cli(["data", "miniworld", "--out", str(tmp_path / "bad"), "--per-identity", "2", "--quiet"]) == 2
     assert "leave no training image" in capsys.readouterr().err
+
+
+def test_sizes_the_machine_cannot_hold_are_refused_up_front_and_no_folder_is_left(tmp_path, monkeypatch) -> None:
+    import pytest
+
+    from erasablemask.experiments import resources
+    from erasablemask.experiments.data.miniworld import MiniWorld
+
+    with pytest.raises(ValueError, match=r"a mini-world of 48 identities x 24 images at 100000px needs about .* TB of "
+                                         r"memory, more than this machine can give it"):
+        MiniWorld(image_size=100_000)
+    world = MiniWorld(n_identities=2, images_per_identity=5, image_size=16)
+    assert world.memory_estimate() == 10 * (3 * 16**2 + 2048) + 48 * (16 * 4) ** 2
+    monkeypatch.setattr(resources, "free_disk", lambda path: 1000)
+    with pytest.raises(ValueError, match=r"writing 10 images at 16px needs about 7\.5 KB of disk .* 1000 B free"):
+        world.write(tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+    monkeypatch.undo()
+
+    def broken(self, out, progress):
+        (out / "images").mkdir()
+        raise OSError("disk full")
+
+    monkeypatch.setattr(MiniWorld, "_write", broken)
+    with pytest.raises(OSError, match="disk full"):
+        world.write(tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()  # the folder this call made is gone
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(OSError, match="disk full"):
+        world.write(tmp_path / "mine", progress=False)
+    assert (tmp_path / "mine").is_dir()  # a folder the user had is kept

@@ -13,7 +13,9 @@ class _Terminal(io.StringIO):
 
 
 def _redraws(stream: io.StringIO) -> int:
-    return stream.getvalue().count("\r")
+    """Lines written (off a terminal every redraw is one line, without carriage returns)."""
+    assert "\r" not in stream.getvalue(), "a carriage return in non-terminal output"
+    return stream.getvalue().count("\n")
 
 
 def test_a_bar_written_to_a_file_redraws_only_at_start_and_end() -> None:

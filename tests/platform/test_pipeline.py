@@ -99,5 +99,9 @@ def test_preflight_refuses_what_cannot_work_before_anything_runs(tmp_path: Path)
         preflight(cfg, **{**ok, "stages": (1,)}, evaluate=True)
     with pytest.raises(FileNotFoundError, match=r"--inputs .*not a checkpoint directory"):
         preflight(cfg, **ok, inputs=tmp_path)
+    remote = tiny_config(f"compute.remote_fr.models=[{cfg.attack.surrogates[0]}]")
+    with pytest.raises(ValueError, match=r"served by Ray actors, which only the Ray runner starts"):
+        preflight(remote, **ok)
+    preflight(remote, **{**ok, "stages": (1,)})  # stage 1 uses no FR model
     with pytest.raises(ValueError, match="stage 2 needs stage 1's final checkpoint"):
         run_pipeline(cfg, run_dir=tmp_path / "empty", stages=(2,), runner="in-process", track=False, progress=False)

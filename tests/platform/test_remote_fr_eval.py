@@ -59,7 +59,8 @@ def test_fanned_out_evaluation_gathers_the_sequential_records(tmp_path: Path) ->
             fanned = pool.records(factory, run="r", stage=None, transforms=TRANSFORMS, max_images=8)
     assert len(pids) == 3, "the models were not scored in separate actor processes"
     expected = canonical_order(sequential.records)
-    assert len(fanned) == 8 * 3 * (1 + len(TRANSFORMS))  # clean + protected@t (no attribute-only rows)
+    # clean + protected@t + the destroyed control (no attribute-only rows)
+    assert len(fanned) == 8 * 3 * (1 + len(TRANSFORMS) + 1)
     assert set(fanned["model"]) == {*SURROGATES, *BLACK_BOX}
     pd.testing.assert_frame_equal(fanned, expected, check_exact=True)
     gain = fanned[fanned["kind"] == "protected"]["cos_target"].mean() - fanned[fanned["kind"] == "clean"][
