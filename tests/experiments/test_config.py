@@ -137,9 +137,9 @@ def test_each_key_path_belongs_to_the_group_with_the_longest_prefix() -> None:
 
 def test_groups_then_file_then_dotted_overrides_later_wins() -> None:
     demo = load_config("miniworld_demo")
-    assert demo.model.enc_dim == 16 and demo.stage1.epochs == 16
+    assert demo.model.enc_dim == 16 and demo.stage1.epochs == 13
     swapped = load_config("miniworld_demo", ["model=attgan"])  # --set group=option replaces the file's choice
-    assert swapped.model.enc_dim == 64 and swapped.stage1.epochs == 16 and swapped.groups["model"] == "attgan"
+    assert swapped.model.enc_dim == 64 and swapped.stage1.epochs == 13 and swapped.groups["model"] == "attgan"
     # Dotted overrides come after the groups, whatever their order on the command line.
     for order in (["model.enc_dim=32", "model=attgan"], ["model=attgan", "model.enc_dim=32"]):
         assert load_config("miniworld_demo", order).model.enc_dim == 32
