@@ -42,6 +42,7 @@ from erasablemask.experiments.attacks.registry import factory_keywords
 from erasablemask.experiments.config.compare import CompareConfig
 from erasablemask.experiments.config.schema import ErasableMaskConfig
 from erasablemask.models.atomic_files import write_text_atomic
+from erasablemask.platform.evaluation_run import rate_cell
 
 __all__ = [
     "ComparisonResult",
@@ -199,18 +200,6 @@ def build_method(name: str, hparams: dict[str, Any], surrogates: list[Any], reso
     return attacks.build(name, surrogates, **hparams, **resources.kwargs(name, hparams))
 
 
-def _cell(rates: pd.DataFrame, **where: Any) -> str:
-    sel = rates
-    for k, v in where.items():
-        sel = sel[sel[k] == v]
-    if sel.empty:
-        return f"{'-':>17s}"
-    r = sel.iloc[0]
-    if pd.isna(r["lo"]):
-        return f"{100 * r['value']:5.1f}{'':12s}"
-    return f"{100 * r['value']:5.1f} [{100 * r['lo']:4.1f},{100 * r['hi']:5.1f}]"
-
-
 def comparison_table(
     rates: pd.DataFrame,
     *,
@@ -234,8 +223,8 @@ def comparison_table(
     methods = list(dict.fromkeys(prot["method"]))
 
     def row(label: str, sub: pd.DataFrame, kind: str, seconds: float | None) -> str:
-        cells = [_cell(sub, model=m, kind=kind, rate="asr") for m in black_box]
-        cells += [_cell(sub, model=m, kind=kind, rate="esr") for m in black_box]
+        cells = [rate_cell(sub, empty="-", model=m, kind=kind, rate="asr") for m in black_box]
+        cells += [rate_cell(sub, empty="-", model=m, kind=kind, rate="esr") for m in black_box]
         wb = sub[(sub["kind"] == kind) & (sub["rate"] == "asr") & sub["model"].isin(surrogates)]
         wb_cell = f"{100 * wb['value'].mean():5.1f}{'':12s}" if len(wb) else f"{'-':>17s}"
         n = sub[(sub["kind"] == kind) & (sub["rate"] == "asr")]["n"]

@@ -46,6 +46,7 @@ __all__ = [
     "PROTECTION_GRID",
     "EvaluationFiles",
     "rate_table",
+    "rate_cell",
     "evaluate_and_write",
 ]
 
@@ -55,6 +56,20 @@ RATES_CSV = "rates.csv"
 PROTECTION_GRID = "protection_grid.png"
 TABLE_RATES = ("asr", "esr", "idr")
 
+
+
+def rate_cell(rates: pd.DataFrame, *, empty: str = "-", **where: Any) -> str:
+    """One rate of a :func:`rate_table` as ``" 37.5 [26.2, 50.0]"`` (%), the row chosen by ``column=value``;
+    ``empty`` (right-aligned) where no row matches. Printed by ``evaluate`` and ``compare``."""
+    sel = rates
+    for k, v in where.items():
+        sel = sel[sel[k] == v]
+    if sel.empty:
+        return f"{empty:>17s}"
+    r = sel.iloc[0]
+    if pd.isna(r["lo"]):
+        return f"{100 * r['value']:5.1f}{'':12s}"
+    return f"{100 * r['value']:5.1f} [{100 * r['lo']:4.1f},{100 * r['hi']:5.1f}]"
 
 @dataclass
 class EvaluationFiles:

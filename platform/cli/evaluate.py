@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ import pandas as pd
 
 from erasablemask.experiments.config.loading import load_config
 from erasablemask.experiments.config.schema import ErasableMaskConfig
+from erasablemask.platform.evaluation_run import rate_cell
 
 __all__ = ["register", "evaluation_config", "find_trial_run", "rates_lines"]
 
@@ -127,23 +129,12 @@ def find_trial_run(uri: str, experiment_name: str, config_digest: str) -> str | 
     return None
 
 
-def _cell(rates: pd.DataFrame, **where: str) -> str:
-    sel = rates
-    for k, v in where.items():
-        sel = sel[sel[k] == v]
-    if sel.empty:
-        return f"{'n/a':>17s}"
-    r = sel.iloc[0]
-    if pd.isna(r["lo"]):
-        return f"{100 * r['value']:5.1f}{'':12s}"
-    return f"{100 * r['value']:5.1f} [{100 * r['lo']:4.1f},{100 * r['hi']:5.1f}]"
-
-
 def rates_lines(rates: pd.DataFrame) -> list[str]:
     """The console table: per model ASR / ESR / IDR (protected, no transform), the clean and attribute-only
     ASR; then ASR / ESR / IDR per transform, averaged rows not shown (rates.csv has every cell)."""
     if rates.empty:
         return ["  (no rates)"]
+    cell = partial(rate_cell, rates, empty="n/a")
     models = list(dict.fromkeys(rates["model"]))
     roles = rates.drop_duplicates("model").set_index("model")["role"].to_dict()
     head = f"  {'role':9s} {'model':26s} {'ASR':>17s} {'ESR':>17s} {'IDR':>17s} {'ASR clean':>17s} {'ASR attr':>17s}"
@@ -151,10 +142,10 @@ def rates_lines(rates: pd.DataFrame) -> list[str]:
     for m in models:
         prot = dict(model=m, transform="none", kind="protected")
         lines.append(
-            f"  {roles[m]:9s} {m:26s} {_cell(rates, **prot, rate='asr')} {_cell(rates, **prot, rate='esr')} "
-            f"{_cell(rates, **prot, rate='idr')} "
-            f"{_cell(rates, model=m, kind='clean', rate='asr')} "
-            f"{_cell(rates, model=m, kind='attr_only', rate='asr')}"
+            f"  {roles[m]:9s} {m:26s} {cell(**prot, rate='asr')} {cell(**prot, rate='esr')} "
+            f"{cell(**prot, rate='idr')} "
+            f"{cell(model=m, kind='clean', rate='asr')} "
+            f"{cell(model=m, kind='attr_only', rate='asr')}"
         )
     transforms = [t for t in dict.fromkeys(rates["transform"]) if t != "none"]
     if transforms:
@@ -164,8 +155,8 @@ def rates_lines(rates: pd.DataFrame) -> list[str]:
             for m in models:
                 sel = dict(model=m, transform=t, kind="protected")
                 lines.append(
-                    f"  {t:12s} {m:26s} {_cell(rates, **sel, rate='asr')} "
-                    f"{_cell(rates, **sel, rate='esr')} {_cell(rates, **sel, rate='idr')}"
+                    f"  {t:12s} {m:26s} {cell(**sel, rate='asr')} "
+                    f"{cell(**sel, rate='esr')} {cell(**sel, rate='idr')}"
                 )
     return lines
 
