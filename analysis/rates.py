@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-__all__ = ["RATES", "RateDef", "Estimate", "successes", "estimate", "bootstrap_interval"]
+__all__ = ["RATES", "MEANS", "RateDef", "Estimate", "successes", "estimate", "mean_estimate", "bootstrap_interval"]
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,12 @@ RATES: dict[str, RateDef] = {r.name: r for r in (
     RateDef("idr", "IDR", "identity_restored", "cos_restored_source", "thr_far_0p01", True),
     RateDef("esr_unrestored", "ESR without restorer", None, "cos_target", "tau2", False),  # Eq. 18 on the image
     RateDef("idr_unrestored", "IDR without restorer", None, "cos_source", "thr_far_0p01", True),
+    # commercial services (Table III): the service's confidence above its own threshold at a FAR
+    *(RateDef(f"api_asr_{far}", f"ASR at the service's FAR {far}", None, "api_confidence",
+              f"api_thr_far_{col}", True) for far, col in (("1e-3", "0p001"), ("1e-4", "0p0001"), ("1e-5", "0p00001"))),
 )}
+# Means of a score column with the same interval (a commercial service's confidence, Table III).
+MEANS: dict[str, str] = {"api_confidence": "api_confidence", "api_confidence_restored": "api_confidence_restored"}
 
 
 def successes(rows: pd.DataFrame, rate: str) -> np.ndarray:
@@ -129,6 +134,18 @@ def bootstrap_interval(hits: np.ndarray, clusters: np.ndarray, *, n_boot: int = 
     return float(lo), float(hi)
 
 
+def _counts(rows: pd.DataFrame) -> dict:
+    """What a cell rests on: rows, identities, seeds, targets and runs."""
+    return dict(
+        n=len(rows),
+        n_identities=int(rows["source_identity"].nunique()),
+        n_seeds=int(rows["seed"].nunique()),
+        n_targets=int(rows["target"].nunique()),
+        n_runs=int(rows["run"].nunique()),
+        runs=tuple(sorted(rows["run"].unique())),
+    )
+
+
 def estimate(rows: pd.DataFrame, rate: str, *, n_boot: int = 2000, seed: int = 0) -> Estimate:
     """``rate`` over ``rows`` with its bootstrap interval and counts.
 
@@ -143,17 +160,30 @@ def estimate(rows: pd.DataFrame, rate: str, *, n_boot: int = 2000, seed: int = 0
     """
     if rate not in RATES:
         raise KeyError(f"unknown rate {rate!r}; choose from {sorted(RATES)}")
-    counts = dict(
-        n=len(rows),
-        n_identities=int(rows["source_identity"].nunique()),
-        n_seeds=int(rows["seed"].nunique()),
-        n_targets=int(rows["target"].nunique()),
-        n_runs=int(rows["run"].nunique()),
-        runs=tuple(sorted(rows["run"].unique())),
-    )
+    counts = _counts(rows)
     hits = successes(rows, rate)
     if len(rows) == 0 or np.isnan(hits).any():
         return Estimate(None, None, None, **counts)
     value = float(hits.mean())
     lo, hi = bootstrap_interval(hits, _clusters(rows), n_boot=n_boot, seed=seed) if n_boot else (None, None)
     return Estimate(value, lo, hi, **counts)
+
+
+def mean_estimate(rows: pd.DataFrame, column: str, *, n_boot: int = 2000, seed: int = 0) -> Estimate:
+    """The mean of a score ``column`` over ``rows`` with the same identity-bootstrap interval as the rates.
+
+    The bootstrap resamples source identities and takes the pooled mean (:func:`bootstrap_interval` works on
+    any values, not only 0/1). ``value`` is None unless every row has the column (as for :func:`estimate`).
+
+    Args:
+        rows: the records of one cell (one method, service and kind).
+        column: a key of :data:`MEANS` (``api_confidence``: a commercial service's confidence in [0, 100]).
+    """
+    if column not in MEANS:
+        raise KeyError(f"unknown mean {column!r}; choose from {sorted(MEANS)}")
+    values = rows[MEANS[column]].to_numpy(dtype=np.float64, na_value=np.nan)
+    counts = _counts(rows)
+    if len(rows) == 0 or np.isnan(values).any():
+        return Estimate(None, None, None, **counts)
+    lo, hi = bootstrap_interval(values, _clusters(rows), n_boot=n_boot, seed=seed) if n_boot else (None, None)
+    return Estimate(float(values.mean()), lo, hi, **counts)

@@ -10,7 +10,8 @@ names this file.
 
 One row per (scored image, FR model, transform); ``kind`` says which image
 was scored (``protected``, ``clean`` source face, ``attr_only`` edit, ``destroyed``
-control: a heavy blur of the protected face).
+control: a heavy blur of the protected face). Rows of role ``commercial`` are a
+commercial service's verdicts (``api_*`` columns; Table III).
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ __all__ = [
     "RecordsFileError", "check_records_schema",
 ]
 
-RECORDS_SCHEMA_VERSION = 2  # the records schema version this analysis reads
+RECORDS_SCHEMA_VERSION = 3  # the records schema version this analysis reads
 VERSION_KEY = b"erasablemask.records_schema_version"  # where write_records stores it (parquet metadata)
 
 KINDS = ("protected", "clean", "attr_only", "destroyed")
-ROLES = ("surrogate", "black_box")
+ROLES = ("surrogate", "black_box", "commercial")
 
 # name -> arrow type, in the records' column order.
 RECORDS_COLUMNS: dict[str, pa.DataType] = {
@@ -58,6 +59,12 @@ RECORDS_COLUMNS: dict[str, pa.DataType] = {
     # per-image quality (Table VI), q_<metric>_<pair>: only on 'protected' rows with transform 'none'
     **{f"q_{m}_{p}": pa.float32() for p in ("protected_vs_attr_only", "protected_vs_source", "restored_vs_source")
        for m in ("l1", "mse", "psnr", "ssim", "lpips")},
+    # commercial services (role 'commercial', Table III): confidence in [0, 100], the service's thresholds
+    "api_confidence": pa.float32(),
+    "api_confidence_restored": pa.float32(),
+    "api_thr_far_0p001": pa.float32(),
+    "api_thr_far_0p0001": pa.float32(),
+    "api_thr_far_0p00001": pa.float32(),
 }
 RECORDS_ARROW_SCHEMA = pa.schema([pa.field(n, t) for n, t in RECORDS_COLUMNS.items()])
 

@@ -18,6 +18,13 @@ the headline means ``asr.black_box_mean``, ...), ``time.per_image_s`` (wall
 time of protecting one image), and ``records.parquet``, ``rates.csv``,
 ``evaluation.json`` as artifacts.
 
+Commercial FR services (Table III: ``evaluation.commercial_apis`` of the
+experiment config, or ``apis`` here / ``compare --apis``) score the same
+seeded subset of faces for every method
+(:mod:`~erasablemask.platform.commercial_scoring`); their credentials are
+checked before any method is built, and their table follows Table II's in
+``table.txt``.
+
 Resources a method's factory takes by parameter name, supplied here:
 ``cfg`` (the experiment config), ``generator`` (the run's frozen AttGAN G),
 ``ar_model`` (the mini-world attribute classifier:
@@ -252,6 +259,8 @@ def run_comparison(
     track: bool = True,
     max_images: int | None = None,
     progress: bool = True,
+    apis: list[str] | None = None,
+    api_max_images: int | None = None,
 ) -> ComparisonResult:
     """Evaluate every method of ``cmp`` on the same experiment, write, track and tabulate (module docstring).
 
@@ -262,9 +271,14 @@ def run_comparison(
         track: log to MLflow (the run folder's tracking URI, else the config's / ``<out_dir>/mlflow.db``).
         max_images: cap on source images (overrides ``evaluation.max_images``).
         progress: progress bars while models are prepared.
+        apis, api_max_images: commercial FR services and the faces sent to each (override
+            ``evaluation.commercial_apis``; :mod:`~erasablemask.platform.commercial_scoring`).
 
     Returns:
         The :class:`ComparisonResult`.
+
+    Raises:
+        MissingCredentials: a commercial service's environment variables are not set (before any work).
     """
     from erasablemask.experiments.fr_tools.zoo import build_fr_models
     from erasablemask.platform.evaluation_run import evaluate_and_write
@@ -273,6 +287,10 @@ def run_comparison(
     cfg, run = experiment_config(cmp)
     if max_images is not None:
         cfg = cfg.model_copy(update={"evaluation": cfg.evaluation.model_copy(update={"max_images": max_images})})
+    from erasablemask.platform.commercial_scoring import build_services, commercial_lines, with_commercial_apis
+
+    cfg = with_commercial_apis(cfg, apis, api_max_images)
+    services = build_services(cfg)  # missing credentials: one line, before any work
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out = (
         Path(out_dir)
@@ -342,6 +360,7 @@ def run_comparison(
                     discriminator=getattr(protection, "discriminator", None) if is_em else None,  # AttGAN D only
                     n_boot=cmp.n_boot,
                     progress=progress,
+                    services=services,
                 )
                 n_images = report.n_images
                 seconds[name] = timed.seconds / max(timed.images, 1)
@@ -369,6 +388,7 @@ def run_comparison(
             surrogates=list(cfg.attack.surrogates),
             seconds_per_image=seconds,
         )
+        table += commercial_lines(rates_all)
         csv = write_text_atomic(out / COMPARISON_CSV, rates_all.to_csv(index=False))
         txt = write_text_atomic(out / TABLE_TXT, "\n".join(table) + "\n")
         if tracker is not None:

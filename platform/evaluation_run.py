@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from erasablemask.experiments.config.schema import ErasableMaskConfig
     from erasablemask.experiments.evaluation.evaluate import EvaluationReport
     from erasablemask.experiments.evaluation.protection import Protection
+    from erasablemask.platform.fr_apis import FRApi
 
 __all__ = [
     "EVALUATION_JSON",
@@ -54,7 +55,9 @@ EVALUATION_JSON = "evaluation.json"
 RECORDS_PARQUET = "records.parquet"
 RATES_CSV = "rates.csv"
 PROTECTION_GRID = "protection_grid.png"
-TABLE_RATES = ("asr", "esr", "idr")
+TABLE_RATES = ("asr", "esr", "idr", "api_asr_1e-3", "api_asr_1e-4", "api_asr_1e-5")
+# Means reported like rates (value / 100, so that rate_cell prints the confidence): commercial services' confidence.
+TABLE_MEANS = ("api_confidence", "api_confidence_restored")
 
 
 
@@ -89,27 +92,32 @@ def rate_table(
 ) -> pd.DataFrame:
     """Rates with 95 % identity-bootstrap intervals, one row per (method, model, role, transform, kind, rate).
 
-    A rate a cell cannot have (ESR of a scheme that cannot erase, of a baseline row) is left out.
+    A rate a cell cannot have (ESR of a scheme that cannot erase, of a baseline row) is left out. Commercial
+    services' rows (role ``commercial``) give ``api_asr_<far>`` (confidence above the service's threshold at FAR
+    1e-3 / 1e-4 / 1e-5) and the mean confidences ``api_confidence`` / ``api_confidence_restored`` divided by
+    100 (the service's [0, 100] scale as a share, as the rates are).
 
     Returns:
         Columns ``method, model, role, transform, kind, rate, value, lo, hi, n, n_identities``.
     """
-    from erasablemask.analysis.rates import estimate
+    from erasablemask.analysis.rates import estimate, mean_estimate
 
     rows: list[dict[str, Any]] = []
     keys = ["method", "model", "role", "transform", "kind"]
     for key, sub in records.groupby(keys, sort=False):
-        for rate in rates:
-            est = estimate(sub, rate, n_boot=n_boot, seed=seed)
+        cells = [(rate, estimate(sub, rate, n_boot=n_boot, seed=seed), 1.0) for rate in rates]
+        if (sub["role"] == "commercial").all():
+            cells += [(m, mean_estimate(sub, m, n_boot=n_boot, seed=seed), 100.0) for m in TABLE_MEANS]
+        for rate, est, scale in cells:
             if est.value is None:
                 continue
             rows.append(
                 dict(
                     zip(keys, key, strict=True),
                     rate=rate,
-                    value=est.value,
-                    lo=est.lo,
-                    hi=est.hi,
+                    value=est.value / scale,
+                    lo=None if est.lo is None else est.lo / scale,
+                    hi=None if est.hi is None else est.hi / scale,
                     n=est.n,
                     n_identities=est.n_identities,
                 )
@@ -132,6 +140,7 @@ def evaluate_and_write(
     discriminator: nn.Module | None = None,
     n_boot: int = 1000,
     progress: bool = True,
+    services: Mapping[str, FRApi] | None = None,
 ) -> tuple[EvaluationReport, EvaluationFiles]:
     """Evaluate ``protection`` and write the evaluation's files to ``out_dir`` (module docstring).
 
@@ -145,13 +154,32 @@ def evaluate_and_write(
         split, transforms, models, max_images, discriminator, progress: as
             :func:`~erasablemask.experiments.evaluation.evaluate.evaluate_protection`.
         n_boot: bootstrap replicates for ``rates.csv``.
+        services: commercial FR services to score a subset of the faces with (Table III;
+            :mod:`~erasablemask.platform.commercial_scoring`), by name; default: those of
+            ``evaluation.commercial_apis`` (credentials checked before any image is protected).
 
     Returns:
         The report and the files written.
+
+    Raises:
+        MissingCredentials: a commercial service's environment variables are not set (before any work).
+        UserError: a commercial service answered with an error (after the FR models' files are written).
     """
     from erasablemask.experiments.evaluation.evaluate import evaluate_protection
     from erasablemask.experiments.evaluation.records import write_records
 
+    scoring = None
+    targets = None
+    if services is None and cfg.evaluation.commercial_apis.services:
+        from erasablemask.platform.commercial_scoring import build_services
+
+        services = build_services(cfg)  # missing credentials: refused before any image is protected
+    if services:
+        from erasablemask.experiments.evaluation.targets import build_targets
+        from erasablemask.platform.commercial_scoring import CommercialScoring
+
+        targets = build_targets(cfg)
+        scoring = CommercialScoring(cfg, targets, services)
     report = evaluate_protection(
         cfg,
         protection,
@@ -163,8 +191,21 @@ def evaluate_and_write(
         discriminator=discriminator,
         checkpoint=checkpoint,
         models=models,
+        targets=targets,
         progress=progress,
+        on_batch=None if scoring is None else scoring.add,
     )
+    api_error: Exception | None = None
+    if scoring is not None:
+        from erasablemask.platform.commercial_scoring import commercial_metrics
+
+        try:
+            api_rows = scoring.score(run=run, method=protection.name, stage=stage, split=split, progress=progress)
+        except Exception as err:  # the FR models' results are still written, then the error is raised
+            api_error = err
+        else:
+            report.records = pd.concat([report.records, api_rows], ignore_index=True)
+            report.metrics.update(commercial_metrics(api_rows, scoring.no_face))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = write_text_atomic(out_dir / EVALUATION_JSON, json.dumps(report.summary_json(), indent=2, sort_keys=True))
@@ -178,6 +219,12 @@ def evaluate_and_write(
         grid = out_dir / PROTECTION_GRID
         with atomic_path(grid) as tmp:
             protection_grid(cfg, checkpoint).save(tmp, format="PNG")
+    if api_error is not None:
+        from erasablemask.experiments.errors import UserError
+
+        if isinstance(api_error, UserError):
+            raise UserError(f"{api_error} (the FR models' results are written to {out_dir})") from None
+        raise api_error
     return report, EvaluationFiles(summary=Path(summary), records=Path(records), rates=Path(rates_path), grid=grid)
 
 

@@ -209,6 +209,7 @@ def run_pipeline(
     track: bool = True,
     overwrite: bool = False,
     parent_run_id: str | None = None,
+    continue_run_id: str | None = None,
     progress: bool = True,
     max_steps_per_epoch: int | None = None,
     train_callbacks: Sequence[Any] = (),
@@ -234,6 +235,9 @@ def run_pipeline(
         evaluate: evaluate the final checkpoint on the test split.
         track: record the trial in MLflow.
         parent_run_id: the sweep's MLflow run; the trial becomes its child.
+        continue_run_id: the MLflow trial run of an earlier attempt on this run folder to continue
+            instead of opening a new one (a sweep's restarted trial: the trial stays one run, its
+            resumed stage continues its stage run; :meth:`~erasablemask.platform.tracking.Tracker.open`).
         progress: progress bars / lines while training and evaluating.
         max_steps_per_epoch: cut epochs short (tests, benchmarks).
         train_callbacks: Ray Train callbacks of every stage's trainer (the Ray
@@ -265,7 +269,8 @@ def run_pipeline(
 
     results: dict[int, StageResult] = {}
     stage_run_ids: dict[int, str] = {}
-    with optional_tracker(cfg, run_dir, track, runner=runner, parent_run_id=parent_run_id) as tracker:
+    with optional_tracker(cfg, run_dir, track, runner=runner, parent_run_id=parent_run_id,
+                          continue_run_id=continue_run_id) as tracker:
         previous = Path(inputs) if inputs is not None else None
         for stage in stages:
             stage_input = _stage_input(run_dir, stage, previous)

@@ -37,11 +37,15 @@ starts) and calls :func:`run_sweep`, which
 Crash safety: Tune's experiment state is under ``<sweep>/tune``; after the
 driver dies, :func:`resume_sweep` (``erasablemask sweep --resume DIR``)
 calls ``Tuner.restore``: finished trials are not run again, unfinished ones
-start again. A restarted trial first looks for its earlier MLflow run (the
-child of the sweep run whose ``tracking.run_dir`` is the trial's folder): a
-finished one is reported again instead of retraining, an unfinished one is
-deleted with its stage runs, so every trial is recorded once; its stages 2-3
-then restart (stage 1 comes from the cache). A worker that dies is retried
+start again and resume (:func:`run_trial`). A restarted trial first looks for
+its earlier MLflow run (the child of the sweep run whose ``tracking.run_dir``
+is the trial's folder): a finished one is reported again instead of
+retraining; an unfinished one is continued: the pipeline resumes the trial
+folder as a rerun of ``erasablemask train`` does
+(:mod:`erasablemask.experiments.curriculum.reruns`: a finished stage is kept,
+the interrupted one goes on from its newest checkpoint, its epochs after
+that checkpoint logged once) into the same MLflow trial run and stage run, so
+every trial is recorded once, with all its epochs. A worker that dies is retried
 by Ray Train from the stage's last checkpoint (``compute.max_failures``); a
 trial that raises is recorded as failed (Tune errors it, MLflow marks the run
 FAILED) and the sweep goes on. A trial that ASHA stops is ended KILLED in
@@ -62,11 +66,10 @@ import json
 import math
 import os
 import re
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import pandas as pd
 
@@ -77,12 +80,16 @@ from erasablemask.experiments.curriculum.checkpoint import STAGE_SECTIONS
 from erasablemask.models.atomic_files import write_text_atomic
 from erasablemask.platform.tracking import _experiment_id, check_tracking_uri
 
+if TYPE_CHECKING:
+    from erasablemask.platform.pipeline import Runner
+
 __all__ = [
     "TRIAL_DRIVER_CPU",
     "SweepResult",
     "pareto_mask",
     "resume_sweep",
     "run_sweep",
+    "run_trial",
     "stage1_key",
     "status_lines",
     "sweep_dir",
@@ -309,38 +316,61 @@ def _forget_run(client: Any, experiment_id: str, run: Any) -> None:
     client.delete_run(run.info.run_id)
 
 
-def _trial(params: dict[str, Any], ctx: dict[str, Any]) -> None:
-    """One trial (a Tune function trainable): stage 1 from the cache, the pipeline, the objectives to Tune."""
-    import torch
+def run_trial(
+    sweep: SweepConfig,
+    params: dict[str, Any],
+    ctx: dict[str, Any],
+    trial_id: str,
+    *,
+    runner: Runner = "ray",
+    train_callbacks: Sequence[Any] = (),
+) -> dict[str, Any]:
+    """One trial's work in ``<sweep>/trials/<trial_id>``: stage 1 from the cache, the pipeline, the objectives.
+
+    A trial started again (``sweep --resume`` after the driver died, or a retry) continues its earlier
+    attempt: one that finished (its MLflow run has the objectives) is reported again without training;
+    otherwise the pipeline resumes the trial folder like a rerun of ``erasablemask train``
+    (:mod:`erasablemask.experiments.curriculum.reruns`: finished stages are kept, the interrupted one
+    continues from its newest checkpoint) and continues the earlier MLflow trial run and its stage run, so
+    the trial is one run.
+
+    Args:
+        sweep: the sweep.
+        params: the trial's sampled values (dotted config keys, ``seed``).
+        ctx: the sweep's context (:func:`_sweep_context`, ``sweep.json``).
+        trial_id: the Tune trial id (the folder's name).
+        runner: the pipeline's runner (a Tune trial: ``"ray"``).
+        train_callbacks: Ray Train callbacks of the stages (a Tune trial: :func:`_objective_report_callback`).
+
+    Returns:
+        What the trial reports to Tune: the objectives, the timings, ``phase``, ``restored`` (1: reported
+        from the finished MLflow run), ``resumed`` (1: continued an unfinished attempt) and ``mlflow_run``.
+    """
     from mlflow.tracking import MlflowClient
-    from ray import tune
 
     from erasablemask.platform.pipeline import run_pipeline
 
-    torch.set_num_threads(1)
     t_start = time.perf_counter()
-    sweep = SweepConfig.model_validate(ctx["sweep"])
-    trial_id = tune.get_context().get_trial_id()
     trial_dir = Path(ctx["root"]) / "trials" / trial_id
     cfg = _trial_config(sweep, dict(params), ctx, trial_dir)
     client = MlflowClient(tracking_uri=ctx["tracking_uri"])
     exp, parent = ctx["experiment_id"], ctx["parent_run_id"]
     objectives = [(o.metric, o.key) for o in sweep.objectives]
 
-    for run in _earlier_runs(client, exp, parent, trial_dir):
-        done = run.info.status == "FINISHED" and all(k in run.data.metrics for _, k in objectives)
-        if done:  # finished before the driver died: report it again, do not retrain
+    earlier = sorted(_earlier_runs(client, exp, parent, trial_dir), key=lambda r: r.info.start_time, reverse=True)
+    for run in earlier:
+        if run.info.status == "FINISHED" and all(k in run.data.metrics for _, k in objectives):
+            # finished before the driver died: report it again, do not retrain
             kept = {k: v for k, v in run.data.metrics.items() if k.startswith("time/") or k == "stage1_trained"}
-            tune.report(
+            return (
                 {k: run.data.metrics[k] for _, k in objectives}
                 | kept
-                | {"phase": "test", "restored": 1, "mlflow_run": run.info.run_id}
+                | {"phase": "test", "restored": 1, "resumed": 0, "mlflow_run": run.info.run_id}
             )
-            return
+    continued = earlier[0].info.run_id if earlier else None
+    for run in earlier[1:]:  # attempts of a sweep from before trials continued their run: recorded once
         _forget_run(client, exp, run)
-    if trial_dir.exists():  # an unfinished attempt: its stages start again (stage 1 is cached)
-        shutil.rmtree(trial_dir)
-    trial_dir.mkdir(parents=True)
+    trial_dir.mkdir(parents=True, exist_ok=True)
 
     stages = tuple(sweep.stages)
     inputs = None
@@ -348,20 +378,21 @@ def _trial(params: dict[str, Any], ctx: dict[str, Any]) -> None:
     if stages[0] == 1:
         # sweep.reuse_stage1 false: every trial trains its own stage 1 (the benchmark's baseline)
         cache = Path(ctx["stage1_cache"]) if sweep.reuse_stage1 else trial_dir / "own_stage1"
-        stage1 = ensure_stage1(cfg, cache, runner="ray", max_steps_per_epoch=sweep.max_steps_per_epoch, progress=False)
+        stage1 = ensure_stage1(cfg, cache, runner=runner, max_steps_per_epoch=sweep.max_steps_per_epoch, progress=False)
         inputs, stages = stage1.checkpoint, stages[1:]
     t_pipeline = time.perf_counter()
     result = run_pipeline(
         cfg,
         run_dir=trial_dir,
         stages=stages,
-        runner="ray",
+        runner=runner,
         inputs=inputs,
         evaluate=True,
         parent_run_id=parent,
+        continue_run_id=continued,
         progress=False,
         max_steps_per_epoch=sweep.max_steps_per_epoch,
-        train_callbacks=[_objective_report_callback(objectives)],
+        train_callbacks=train_callbacks,
     )
     t_end = time.perf_counter()
     metrics = result.evaluation.metrics
@@ -386,7 +417,20 @@ def _trial(params: dict[str, Any], ctx: dict[str, Any]) -> None:
         client.set_tag(run_id, "stage1_key", stage1.key)
         client.set_tag(run_id, "stage1_checkpoint", str(stage1.checkpoint))
         client.set_tag(run_id, "stage1_reused", "false" if stage1.trained else "true")
-    tune.report({**final, **timing, "phase": "test", "restored": 0, "mlflow_run": run_id})
+    return {**final, **timing, "phase": "test", "restored": 0, "resumed": int(continued is not None),
+            "mlflow_run": run_id}
+
+
+def _trial(params: dict[str, Any], ctx: dict[str, Any]) -> None:
+    """One trial (a Tune function trainable): :func:`run_trial` on Ray, each epoch's score and the objectives
+    to Tune."""
+    import torch
+    from ray import tune
+
+    torch.set_num_threads(1)
+    sweep = SweepConfig.model_validate(ctx["sweep"])
+    report = _objective_report_callback([(o.metric, o.key) for o in sweep.objectives])
+    tune.report(run_trial(sweep, dict(params), ctx, tune.get_context().get_trial_id(), train_callbacks=[report]))
 
 
 # ----------------------------------------------------------------------------- driver
@@ -490,6 +534,22 @@ def _cluster_cpus() -> float:
     return float(ray.cluster_resources().get("CPU", 1.0))
 
 
+def _sweep_context(
+    sweep: SweepConfig, root: Path, uri: str, experiment_id: str, parent_run_id: str, cpus_per_trial: float
+) -> dict[str, Any]:
+    """What every trial needs to know (``sweep.json``; :func:`run_trial`'s ``ctx``)."""
+    return {
+        "sweep": sweep.model_dump(mode="json"),
+        "root": str(root),
+        "tracking_uri": uri,
+        "experiment_id": experiment_id,
+        "experiment_name": sweep.base_config().tracking.experiment_name,
+        "parent_run_id": parent_run_id,
+        "cpus_per_trial": cpus_per_trial,
+        "stage1_cache": str((Path(sweep.storage) / STAGE1_CACHE).resolve()),
+    }
+
+
 def run_sweep(sweep: SweepConfig, *, tracking_uri: str | None = None, address: str | None = None) -> SweepResult:
     """Run ``sweep`` from the start (module docstring). Refuses a folder that already holds a sweep (use resume).
 
@@ -528,16 +588,7 @@ def run_sweep(sweep: SweepConfig, *, tracking_uri: str | None = None, address: s
         from mlflow.entities import Param
 
         client.log_batch(parent_id, params=[Param(k, v) for k, v in _search_params(sweep, cpus).items()])
-        ctx = {
-            "sweep": sweep.model_dump(mode="json"),
-            "root": str(root),
-            "tracking_uri": uri,
-            "experiment_id": exp_id,
-            "experiment_name": base.tracking.experiment_name,
-            "parent_run_id": parent_id,
-            "cpus_per_trial": cpus,
-            "stage1_cache": str((Path(sweep.storage) / STAGE1_CACHE).resolve()),
-        }
+        ctx = _sweep_context(sweep, root, uri, exp_id, parent_id, cpus)
         write_text_atomic(root / SWEEP_JSON, json.dumps(ctx, indent=2, default=str))
         print(
             f"erasablemask sweep {sweep.name}: {_total_trials(sweep)} trials, {sweep.max_concurrent} at a time, "
@@ -628,7 +679,7 @@ def _finish(sweep: SweepConfig, ctx: dict[str, Any], grid: Any) -> SweepResult:
         row.update({f"config.{k}": v for k, v in cfg_values.items()})
         for o in sweep.objectives:
             row[o.key] = metrics.get(o.key) if status == "finished" else None
-        row.update({k: v for k, v in metrics.items() if k.startswith("time/") or k in ("stage1_trained", "restored")})
+        row.update({k: v for k, v in metrics.items() if k.startswith("time/") or k in ("stage1_trained", "restored", "resumed")})
         rows.append(row)
     trials = pd.DataFrame(rows)
     trials.to_parquet(root / TRIALS_PARQUET, index=False)

@@ -227,12 +227,13 @@ class Tracker:
     client: Any = field(repr=False)
     runner: str = "ray"  # tag of every run: "ray" or "in-process"
     sweep: str | None = None  # the sweep's run id (the trial's parent), tag of every run
+    continued: bool = False  # the trial run is an earlier attempt's (``continue_run_id``): its stage runs go on
 
     @classmethod
     @contextmanager
     def open(cls, cfg: ErasableMaskConfig, run_dir: Path, *, run_name: str | None = None,
              runner: str = "ray", parent_run_id: str | None = None,
-             tags: Mapping[str, str] | None = None) -> Iterator["Tracker"]:
+             tags: Mapping[str, str] | None = None, continue_run_id: str | None = None) -> Iterator["Tracker"]:
         """Create the trial run (params, tags, manifest); end it FINISHED, or FAILED if the block raises.
 
         Args:
@@ -243,10 +244,13 @@ class Tracker:
             parent_run_id: a sweep's run to nest the trial under (``None``: top level).
             tags: tags that override :func:`run_tags`' (``erasablemask evaluate``: ``stage=evaluate``,
                 ``method``, ``sweep=none`` for a run nested under the trial it evaluates).
+            continue_run_id: an earlier attempt's trial run of this config (a sweep's restarted trial) to
+                continue instead of creating one: it is set RUNNING again, keeps its params, manifest and
+                finished stage runs, and a stage trained again continues its own stage run (:meth:`start_stage`).
 
         Raises:
             TrackingUnavailable: the URI is a file store or unreachable, or
-                ``parent_run_id`` is not a run at that URI.
+                ``parent_run_id`` / ``continue_run_id`` is not a run at that URI.
         """
         from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
@@ -266,11 +270,20 @@ class Tracker:
             tags["mlflow.parentRunId"] = parent_run_id
         else:
             exp_id = _experiment_id(client, cfg, uri, run_dir)
-        trial = client.create_run(exp_id, run_name=run_name or f"train-{cfg.digest()}", tags=tags)
+        if continue_run_id is not None:
+            try:
+                trial = client.get_run(continue_run_id)
+            except MlflowException as exc:
+                raise TrackingUnavailable(f"run '{continue_run_id}' to continue is not a run at '{uri}' "
+                                          f"({exc.message})") from None
+            client.update_run(continue_run_id, status="RUNNING")
+        else:
+            trial = client.create_run(exp_id, run_name=run_name or f"train-{cfg.digest()}", tags=tags)
         tracker = cls(uri=uri, experiment_id=exp_id, trial_run_id=trial.info.run_id, client=client, runner=runner,
-                      sweep=parent_run_id)
-        tracker.log_params(trial.info.run_id, cfg.flat())
-        tracker.log_json(trial.info.run_id, run_manifest(cfg), "manifest.json")
+                      sweep=parent_run_id, continued=continue_run_id is not None)
+        if continue_run_id is None:
+            tracker.log_params(trial.info.run_id, cfg.flat())
+            tracker.log_json(trial.info.run_id, run_manifest(cfg), "manifest.json")
         status = "FAILED"
         try:
             yield tracker
@@ -279,7 +292,18 @@ class Tracker:
             client.set_terminated(trial.info.run_id, status=status)
 
     def start_stage(self, cfg: ErasableMaskConfig, stage: int) -> str:
-        """Create the child run of ``stage``; returns its run id."""
+        """Create the child run of ``stage``; returns its run id.
+
+        A continued trial run (``continued``) that already has a run of ``stage`` (the attempt that died in
+        it) continues that one, set RUNNING again: the epochs logged before the checkpoint it resumes from stay.
+        """
+        if self.continued:
+            earlier = self.client.search_runs(
+                [self.experiment_id], order_by=["attributes.start_time DESC"],
+                filter_string=f"tags.mlflow.parentRunId = '{self.trial_run_id}' and tags.stage = '{stage}'")
+            if earlier:
+                self.client.update_run(earlier[0].info.run_id, status="RUNNING")
+                return earlier[0].info.run_id
         run = self.client.create_run(
             self.experiment_id,
             run_name=f"stage{stage}",
@@ -381,12 +405,13 @@ def log_metrics(uri: str, run_id: str, metrics: dict[str, float], step: int) -> 
 
 @contextmanager
 def optional_tracker(cfg: ErasableMaskConfig, run_dir: Path, enabled: bool, *, runner: str,
-                     parent_run_id: str | None = None) -> Iterator[Tracker | None]:
+                     parent_run_id: str | None = None, continue_run_id: str | None = None) -> Iterator[Tracker | None]:
     """:meth:`Tracker.open` (the trial run) when ``enabled``, else ``None`` (``--no-track``)."""
     if not enabled:
         yield None
         return
-    with Tracker.open(cfg, run_dir, runner=runner, parent_run_id=parent_run_id) as tracker:
+    with Tracker.open(cfg, run_dir, runner=runner, parent_run_id=parent_run_id,
+                      continue_run_id=continue_run_id) as tracker:
         yield tracker
 
 

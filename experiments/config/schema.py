@@ -263,11 +263,11 @@ class AttackConfig(_Strict):
 
     @model_validator(mode="after")
     def _disjoint(self) -> "AttackConfig":
-        from erasablemask.models.fr import available
+        from erasablemask.models.fr.registry import available, is_registered
 
         known = set(available())  # names first: a typo is named as such, not counted as "too few surrogates"
         for key in ("surrogates", "black_box"):
-            bad = [m for m in getattr(self, key) if m not in known]
+            bad = [m for m in getattr(self, key) if m not in known and not is_registered(m)]  # robust entries
             if bad:
                 raise ValueError(f"attack.{key}: unknown FR model(s) {bad}; registered: {sorted(known)} "
                                  f"(`erasablemask fr list`)")
@@ -297,6 +297,35 @@ class NoisePoolConfig(_Strict):
     per: Literal["batch", "image"] = "batch"
 
 
+# The commercial face-verification services of platform/fr_apis.py (FR_APIS; a test keeps the two equal).
+COMMERCIAL_APIS = ("facepp", "tencent", "aliyun")
+
+
+class CommercialApisConfig(_Strict):
+    """Commercial services as black-box scorers (Table III; ``platform/commercial_scoring.py``).
+
+    Each of ``services`` compares the protected face (and the restored one, where the scheme erases) and the
+    clean source face with the target's evaluation photo. Credentials come from the environment only
+    (``platform/fr_apis.py``), never from here.
+    """
+
+    services: list[Literal["facepp", "tencent", "aliyun"]] = []  # none: no request is sent
+    # Source images sent to each service (the paper: 100 examples per scheme); each costs up to 3 requests
+    # (protected, restored, clean). A seeded random subset of the evaluated images, the same for every method.
+    max_images: PosInt = 100
+    qps: dict[str, Annotated[float, Field(gt=0, allow_inf_nan=False)]] = {}  # requests/s by service (absent: default)
+    endpoints: dict[str, str] = {}  # URL by service (absent: the service's own; a proxy or a test server)
+
+    @model_validator(mode="after")
+    def _known_services(self) -> CommercialApisConfig:
+        for key in ("qps", "endpoints"):
+            unknown = sorted(set(getattr(self, key)) - set(COMMERCIAL_APIS))
+            if unknown:
+                raise ValueError(f"evaluation.commercial_apis.{key}: unknown services {unknown}; "
+                                 f"choose from {list(COMMERCIAL_APIS)}")
+        return self
+
+
 class EvaluationConfig(_Strict):
     fars: list[FAR] = Field(default_factory=lambda: [0.1, 0.01, 0.001])
     asr_far: FAR = 0.01  # τ1: "0.01 times the FAR" = the field's threshold at FAR 0.01
@@ -309,6 +338,7 @@ class EvaluationConfig(_Strict):
     # paper's: jpeg quality 50, gaussian variance 0.003 in [0,1] units, resize factor 0.5, median kernel 5,
     # rotate max_degrees 30, center_crop 224 of 256), e.g. {jpeg: {quality: 75}, rotate: {max_degrees: 10}}.
     transform_options: dict[str, dict[str, float | int | str]] = {}
+    commercial_apis: CommercialApisConfig = CommercialApisConfig()
 
     @model_validator(mode="after")
     def _transform_options_build(self) -> EvaluationConfig:

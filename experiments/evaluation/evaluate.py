@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 import pandas as pd
 import torch
@@ -93,6 +93,7 @@ def evaluate_protection(
     targets: ImpersonationTargets | None = None,
     device: torch.device | str | None = None,
     progress: bool = True,
+    on_batch: Callable[[ProtectedBatch], None] | None = None,
 ) -> EvaluationReport:
     """Full evaluation of ``protection`` (module docstring).
 
@@ -114,6 +115,8 @@ def evaluate_protection(
         targets: the impersonation targets (default: :func:`build_targets`).
         device: where to compute (default ``compute.device``).
         progress: show progress of FR-model and classifier preparation.
+        on_batch: also called with each batch's :class:`ProtectedBatch` (e.g. to keep faces for commercial
+            services: ``platform/commercial_scoring.py``).
 
     Returns:
         The :class:`EvaluationReport`.
@@ -144,6 +147,8 @@ def evaluate_protection(
     def observe(out: ProtectedBatch) -> None:
         for obs in observers:
             obs.add(out)
+        if on_batch is not None:
+            on_batch(out)
 
     records = validator.score(protection, transforms, run=run, stage=stage, on_batch=observe)
     records = observers[0].fill_records(records)  # per-image quality columns (Table VI)

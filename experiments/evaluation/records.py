@@ -41,6 +41,15 @@ threshold at FAR 0.1 / 0.01 / 0.001 (null where the model has none);
 ``evaluation.esr_far`` that the flags use. Cosines and thresholds are
 float32, as the embeddings; comparisons happen in float32.
 
+Commercial face-verification services (Table III) are rows of role
+``"commercial"`` (model: the service, ``facepp``/``tencent``/``aliyun``;
+transform ``"none"``; kind ``"protected"`` or ``"clean"``) for a seeded
+subset of the images: their score is the service's confidence in [0, 100]
+(``api_confidence``, ``api_confidence_restored`` for the restored face) with
+the service's own thresholds (``api_thr_far_0p001`` ... ``_0p00001``); the
+cosine, τ and flag columns are null there, and the ``api_*`` columns are
+null on every FR-model row.
+
 The version (:data:`RECORDS_SCHEMA_VERSION`) is stored in the parquet
 file's metadata; :func:`read_records` refuses another version. Change the
 version whenever a column is added, removed, renamed or changes meaning.
@@ -60,14 +69,14 @@ from erasablemask.models.atomic_files import atomic_path
 __all__ = [
     "RECORDS_SCHEMA_VERSION", "RECORDS_SCHEMA", "RECORDS_COLUMNS", "KINDS", "ROLES", "FAR_COLUMNS",
     "RecordsVersionError", "records_frame", "write_records", "read_records", "QUALITY_COLUMNS", "QUALITY_PAIRS",
-    "QUALITY_METRICS",
+    "QUALITY_METRICS", "API_FAR_COLUMNS", "API_COLUMNS",
 ]
 
-RECORDS_SCHEMA_VERSION = 2  # 2: the per-image quality columns q_<metric>_<pair> (Table VI)
+RECORDS_SCHEMA_VERSION = 3  # 2: quality columns q_<metric>_<pair> (Table VI); 3: commercial rows, api_* (Table III)
 VERSION_KEY = b"erasablemask.records_schema_version"
 
 KINDS = ("protected", "clean", "attr_only", "destroyed")
-ROLES = ("surrogate", "black_box")
+ROLES = ("surrogate", "black_box", "commercial")
 FAR_COLUMNS: dict[float, str] = {0.1: "thr_far_0p1", 0.01: "thr_far_0p01", 0.001: "thr_far_0p001"}
 # Per-image quality (experiments/evaluation/quality.py, Table VI): q_<metric>_<pair>, float32, on the rows of
 # kind "protected" with transform "none" (null elsewhere, and where the pair or the metric does not exist:
@@ -75,6 +84,11 @@ FAR_COLUMNS: dict[float, str] = {0.1: "thr_far_0p1", 0.01: "thr_far_0p01", 0.001
 QUALITY_PAIRS = ("protected_vs_attr_only", "protected_vs_source", "restored_vs_source")
 QUALITY_METRICS = ("l1", "mse", "psnr", "ssim", "lpips")
 QUALITY_COLUMNS: tuple[str, ...] = tuple(f"q_{m}_{p}" for p in QUALITY_PAIRS for m in QUALITY_METRICS)
+# Commercial services (role 'commercial', Table III): the service's confidence in [0, 100] and its own
+# confidence thresholds at FAR 1e-3 / 1e-4 / 1e-5 (the FARs Face++ and Aliyun return; Tencent's documented).
+API_FAR_COLUMNS: dict[str, str] = {"1e-3": "api_thr_far_0p001", "1e-4": "api_thr_far_0p0001",
+                                   "1e-5": "api_thr_far_0p00001"}
+API_COLUMNS: tuple[str, ...] = ("api_confidence", "api_confidence_restored", *API_FAR_COLUMNS.values())
 
 
 def _field(name: str, type_: pa.DataType, doc: str, *, nullable: bool = False) -> pa.Field:
@@ -96,28 +110,42 @@ RECORDS_SCHEMA = pa.schema([
     _field("sample", pa.int64(), "data-set index of the source image"),
     _field("source_identity", pa.int64(), "identity of the source (null: unknown)", nullable=True),
     _field("target", pa.string(), "the impersonated target identity's name"),
-    _field("cos_target", pa.float32(), "cos(FR(image), FR(target's evaluation photo)) (Eq. 17's similarity)"),
+    _field("cos_target", pa.float32(), "cos(FR(image), FR(target's evaluation photo)) (Eq. 17's similarity; "
+           "null on 'commercial' rows)", nullable=True),
     _field("cos_source", pa.float32(), "cos(FR(image), FR(another photo of the source)) (null: identities "
            "unknown)", nullable=True),
     _field("cos_restored_target", pa.float32(), "cos(FR(erase(image)), FR(target's evaluation photo)) (Eq. 18's "
            "similarity; null: the scheme cannot erase, or a baseline row)", nullable=True),
     _field("cos_restored_source", pa.float32(), "cos(FR(erase(image)), FR(another photo of the source)) (null: "
            "cannot erase, baseline row or identities unknown)", nullable=True),
-    _field("cos_target_pair", pa.float32(), "cos(FR(target's training photo), FR(target's evaluation photo))"),
+    _field("cos_target_pair", pa.float32(), "cos(FR(target's training photo), FR(target's evaluation photo)) (null "
+           "on 'commercial' rows)", nullable=True),
     _field("thr_far_0p1", pa.float32(), "the model's cosine threshold at FAR 0.1 (null: uncalibrated)", nullable=True),
     _field("thr_far_0p01", pa.float32(), "the model's cosine threshold at FAR 0.01 (identity restoration's)",
            nullable=True),
     _field("thr_far_0p001", pa.float32(), "the model's cosine threshold at FAR 0.001 (null: uncalibrated)",
            nullable=True),
-    _field("tau1", pa.float32(), "τ1: the threshold at evaluation.asr_far (ASR, Eq. 17)"),
-    _field("tau2", pa.float32(), "τ2: the threshold at evaluation.esr_far (ESR, Eq. 18)"),
-    _field("attack_success", pa.bool_(), "cos_target > tau1 (the row counts for ASR)"),
+    _field("tau1", pa.float32(), "τ1: the threshold at evaluation.asr_far (ASR, Eq. 17; null on 'commercial' rows)",
+           nullable=True),
+    _field("tau2", pa.float32(), "τ2: the threshold at evaluation.esr_far (ESR, Eq. 18; null on 'commercial' rows)",
+           nullable=True),
+    _field("attack_success", pa.bool_(), "cos_target > tau1 (the row counts for ASR; null on 'commercial' rows)",
+           nullable=True),
     _field("erasion_success", pa.bool_(), "cos_restored_target < tau2 (counts for ESR; null without erasion)",
            nullable=True),
     _field("identity_restored", pa.bool_(), "cos_restored_source > thr_far_0p01 (counts for the identity-"
            "restoration rate; null without erasion or identities)", nullable=True),
     *(_field(c, pa.float32(), f"per-image quality {c[2:]} (Table VI; [0, 1] pixel units, PSNR in dB; only on "
              f"'protected' rows with transform 'none', else null)", nullable=True) for c in QUALITY_COLUMNS),
+    _field("api_confidence", pa.float32(), "the commercial service's confidence in [0, 100] that the image and the "
+           "target's evaluation photo show one person (Table III's Attack; 0 where it found no face; only on "
+           "'commercial' rows)", nullable=True),
+    _field("api_confidence_restored", pa.float32(), "the service's confidence for erase(image) and the target's "
+           "evaluation photo (Table III's Erasion; null: cannot erase, a baseline row, or not 'commercial')",
+           nullable=True),
+    *(_field(c, pa.float32(), f"the service's own confidence threshold at FAR {far} (per response for Face++ and "
+             f"Aliyun, documented for Tencent; only on 'commercial' rows)", nullable=True)
+      for far, c in API_FAR_COLUMNS.items()),
 ], metadata={VERSION_KEY: str(RECORDS_SCHEMA_VERSION).encode()})
 
 RECORDS_COLUMNS: tuple[str, ...] = tuple(RECORDS_SCHEMA.names)
@@ -152,12 +180,13 @@ def records_frame(columns: Mapping[str, Any]) -> pd.DataFrame:
 
     Args:
         columns: every column of :data:`RECORDS_COLUMNS`, each of the same length (None/NaN for nulls);
-            the quality columns (:data:`QUALITY_COLUMNS`) may be left out (null).
+            the quality and commercial columns (:data:`QUALITY_COLUMNS`, :data:`API_COLUMNS`) may be left
+            out (null).
 
     Raises:
         ValueError: a column missing or unknown, or a value that does not fit its type.
     """
-    missing = [c for c in RECORDS_COLUMNS if c not in columns and c not in QUALITY_COLUMNS]
+    missing = [c for c in RECORDS_COLUMNS if c not in columns and c not in QUALITY_COLUMNS + API_COLUMNS]
     extra = [c for c in columns if c not in RECORDS_COLUMNS]
     if missing or extra:
         raise ValueError(f"records columns do not fit schema v{RECORDS_SCHEMA_VERSION}: missing {missing or 'none'}, "
@@ -165,7 +194,7 @@ def records_frame(columns: Mapping[str, Any]) -> pd.DataFrame:
     n = len(next(iter(columns.values()))) if columns else 0
     arrays = []
     for f in RECORDS_SCHEMA:
-        try:  # from_pandas: NaN and None are nulls; quality columns not given are null
+        try:  # from_pandas: NaN and None are nulls; quality and commercial columns not given are null
             values = columns[f.name] if f.name in columns else [None] * n
             arrays.append(pa.array(values, type=f.type, from_pandas=True))
         except (pa.ArrowInvalid, pa.ArrowTypeError) as err:

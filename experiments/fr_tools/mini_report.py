@@ -74,8 +74,9 @@ def pgd_impersonate(
     eps: float = 8 / 255 * 2,
     steps: int = 10,
     step_size: float | None = None,
+    dodge: bool = False,
 ) -> Tensor:
-    """L∞ PGD towards ``targets``' embeddings: minimise ``1 − cos(f(x_adv), f(target))``.
+    """L∞ PGD towards ``targets``' embeddings: minimise ``1 − cos(f(x_adv), f(target))`` (``dodge``: maximise it).
 
     Args:
         model: the white-box FR model, or several (an ensemble: their losses are averaged).
@@ -84,6 +85,7 @@ def pgd_impersonate(
         eps: L∞ budget in [-1, 1] units (default 16/255, i.e. 8/255 of the [0, 1] range).
         steps: signed-gradient steps.
         step_size: per step (default ``2.5 * eps / steps``).
+        dodge: move away from ``targets`` instead (dodging a genuine pair: ``targets`` = the same person).
 
     Returns:
         ``(N, 3, H, W)`` adversarial images in [-1, 1] with ``|x_adv - x| <= eps``.
@@ -102,7 +104,7 @@ def pgd_impersonate(
         loss = sum((1 - (m(x_adv) * g).sum(1)).sum() for m, g in zip(models, goals)) / len(models)
         (grad,) = torch.autograd.grad(loss, x_adv)
         with torch.no_grad():
-            x_adv = x_adv - step_size * grad.sign()
+            x_adv = x_adv + step_size * grad.sign() if dodge else x_adv - step_size * grad.sign()
             x_adv = (sources + (x_adv - sources).clamp(-eps, eps)).clamp(-1, 1)
     return x_adv.detach()
 

@@ -3,7 +3,9 @@
 Mini-world models (``mini_*``) are trained (if not cached) and calibrated on
 *this config's* world (:func:`~erasablemask.experiments.data.splits.zoo_world`),
 then built from that world's weights file with the thresholds of that
-world's held-out set; other models are built from their default weights
+world's held-out set; robust entries of mini models (``erasablemask fr robustify``,
+``<mini>_robust``) are fine-tuned (if not cached) and calibrated on the same world
+(:func:`~erasablemask.experiments.fr_tools.robustify.ensure_robust_mini`); other models are built from their default weights
 (published thresholds, or the one calibration made here for those weights).
 Nothing depends on earlier calls in the process, so a Ray actor or a Tune
 trial given the same config gets the same models and thresholds as the driver.
@@ -28,6 +30,8 @@ from erasablemask.experiments.data.splits import zoo_world
 from erasablemask.experiments.devices import resolve_device
 from erasablemask.experiments.fr_tools.mini_world import heldout_calibration_set
 from erasablemask.experiments.fr_tools.mini_zoo import ensure_mini_zoo
+from erasablemask.experiments.fr_tools.robustify import ensure_robust_mini, resolve_base
+from erasablemask.models.fr.mini_zoo import MINI_RECIPES
 from erasablemask.models.fr.registry import FaceRecognizer, build
 
 __all__ = ["FRProvider", "build_fr_models", "fr_model_provider"]
@@ -73,14 +77,17 @@ def build_fr_models(cfg: ErasableMaskConfig, names: list[str], device: torch.dev
     """
     device = resolve_device(cfg.compute.device) if device is None else torch.device(device)
     provided = {n: m for n in names if (m := _provided(n, device)) is not None}
-    minis = [n for n in names if n.startswith("mini_") and n not in provided]
+    pending = [n for n in names if n not in provided]
+    robust = [n for n in pending if n not in MINI_RECIPES and resolve_base(n) in MINI_RECIPES]  # `fr robustify`
+    minis = [n for n in pending if n.startswith("mini_") and n not in robust]
     paths, calibration = {}, None
-    if minis:
+    if minis or robust:
         if cfg.data.kind != "miniworld":
-            raise ValueError(f"FR models {minis} are mini-world models; with data.kind={cfg.data.kind!r} "
+            raise ValueError(f"FR models {minis + robust} are mini-world models; with data.kind={cfg.data.kind!r} "
                              f"use real FR models in attack.surrogates / attack.black_box")
         world = zoo_world(cfg)
-        paths = ensure_mini_zoo(minis, world, progress=progress)
+        paths = ensure_mini_zoo(minis, world, progress=progress) if minis else {}
+        paths.update({n: ensure_robust_mini(n, world, progress=progress) for n in robust})  # fine-tuned if missing
         calibration = heldout_calibration_set(world)
     models = {}
     for n in names:

@@ -63,6 +63,7 @@ __all__ = [
     "build",
     "cache_dir",
     "get_spec",
+    "is_registered",
     "list_calibrations",
     "read_calibration",
     "register",
@@ -113,8 +114,21 @@ def get_spec(name: str) -> FRSpec:
     """
     _load_all()
     if name not in _SPECS:
+        from erasablemask.models.fr.robust_zoo import register_saved
+
+        register_saved(name)  # an entry saved by `erasablemask fr robustify` (no-op for other names)
+    if name not in _SPECS:
         raise KeyError(f"unknown FR model '{name}'; available: {', '.join(sorted(_SPECS))}")
     return _SPECS[name]
+
+
+def is_registered(name: str) -> bool:
+    """Whether ``name`` is a registered FR model, or a robust entry saved here (which it then registers)."""
+    try:
+        get_spec(name)
+    except KeyError:
+        return False
+    return True
 
 
 def build(name: str, weights: str | Path | None = None, *, calibration: str | None = None) -> FaceRecognizer:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["device", "non_negative_int", "positive_int"]
+__all__ = ["device", "non_negative_int", "positive_int", "add_commercial_api_arguments"]
 
 
 def positive_int(text: str) -> int:
@@ -50,3 +50,24 @@ def device(text: str) -> str:
         cuda = "cuda, cuda:N" if torch.cuda.is_available() else "no CUDA GPU here"
         raise argparse.ArgumentTypeError(f"{text!r} is not a torch device; use cpu or auto ({cuda})") from None
     return str(resolved)
+
+
+def add_commercial_api_arguments(p: argparse.ArgumentParser) -> None:
+    """``--apis SERVICE ...`` and ``--api-max-images N`` (Table III's commercial services; ``evaluate``, ``compare``)."""
+    from erasablemask.experiments.config.schema import COMMERCIAL_APIS
+
+    p.add_argument(
+        "--apis",
+        nargs="+",
+        default=None,
+        choices=COMMERCIAL_APIS,
+        metavar="SERVICE",
+        help="also score faces with commercial FR services (Table III): "
+        f"{', '.join(COMMERCIAL_APIS)}; credentials from the environment (README)",
+    )
+    p.add_argument(
+        "--api-max-images",
+        type=positive_int,
+        default=None,
+        help="source faces sent to each service (default evaluation.commercial_apis.max_images, 100)",
+    )

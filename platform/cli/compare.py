@@ -5,12 +5,16 @@ Runs every method of a comparison file (a YAML path or a shipped name in
 :mod:`erasablemask.experiments.config.compare`) on the same images, targets,
 FR models, thresholds and transforms (:mod:`erasablemask.platform.compare`),
 as one MLflow parent run with a child run per method, and prints the Table
-II-style table with 95 % identity-bootstrap intervals.
+II-style table with 95 % identity-bootstrap intervals; ``--apis facepp tencent
+aliyun`` adds Table III (commercial services' confidence and ASR on a seeded
+subset of ``--api-max-images`` faces, credentials from the environment).
 """
 
 from __future__ import annotations
 
 import argparse
+
+from erasablemask.platform.cli.args import add_commercial_api_arguments
 
 __all__ = ["register"]
 
@@ -28,7 +32,14 @@ def _compare(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"erasablemask compare: {cmp.name}: {', '.join(cmp.methods)}", flush=True)
-    result = run_comparison(cmp, out_dir=args.out, track=not args.no_track, max_images=args.max_images)
+    result = run_comparison(
+        cmp,
+        out_dir=args.out,
+        track=not args.no_track,
+        max_images=args.max_images,
+        apis=args.apis,
+        api_max_images=args.api_max_images,
+    )
     print(f"comparison ({result.n_images} {cmp.split} images per method):")
     print("\n".join(result.table))
     print(f"  files           {result.out_dir}  (comparison.csv, table.txt, <method>/records.parquet, rates.csv)")
@@ -58,5 +69,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="output folder (default: RUN/comparisons/<name>-<UTC time>)")
     p.add_argument("--max-images", type=int, default=None, help="cap on source images (0: all)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_commercial_api_arguments(p)
     p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
     p.set_defaults(handler=_compare)

@@ -20,7 +20,11 @@ the same code as the pipeline's ``--evaluate``
   (``miniworld``, ``celebahq``) or a YAML file with a ``data:`` section; its
   keys replace the run's for the evaluation only (the networks are still
   loaded and checked with the run's config);
-- ``--set key=value``: overrides for both (``evaluation.max_images=32``).
+- ``--set key=value``: overrides for both (``evaluation.max_images=32``);
+- ``--apis facepp tencent aliyun``: also score a seeded subset of the faces
+  (``--api-max-images``, default 100) with commercial FR services (Table III;
+  ``evaluation.commercial_apis``, :mod:`erasablemask.platform.commercial_scoring`);
+  their credentials come from the environment and are checked before any work.
 
 Writes ``evaluation.json``, ``records.parquet``, ``rates.csv`` (rates with 95 %
 identity-bootstrap intervals) and, for ErasableMask, ``protection_grid.png`` to
@@ -42,6 +46,7 @@ import pandas as pd
 
 from erasablemask.experiments.config.loading import load_config
 from erasablemask.experiments.config.schema import ErasableMaskConfig
+from erasablemask.platform.cli.args import add_commercial_api_arguments
 from erasablemask.platform.evaluation_run import rate_cell
 
 __all__ = ["register", "evaluation_config", "find_trial_run", "rates_lines"]
@@ -135,7 +140,7 @@ def rates_lines(rates: pd.DataFrame) -> list[str]:
     if rates.empty:
         return ["  (no rates)"]
     cell = partial(rate_cell, rates, empty="n/a")
-    models = list(dict.fromkeys(rates["model"]))
+    models = list(dict.fromkeys(rates.loc[rates["role"] != "commercial", "model"]))
     roles = rates.drop_duplicates("model").set_index("model")["role"].to_dict()
     head = f"  {'role':9s} {'model':26s} {'ASR':>17s} {'ESR':>17s} {'IDR':>17s} {'ASR clean':>17s} {'ASR attr':>17s}"
     lines = [head]
@@ -205,10 +210,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     run_cfg, cfg = evaluation_config(cfg_source, args.overrides, args.data)
     if args.max_images is not None:
         cfg = cfg.model_copy(update={"evaluation": cfg.evaluation.model_copy(update={"max_images": args.max_images})})
-    names = list(args.models or [*cfg.attack.surrogates, *cfg.attack.black_box])
-    from erasablemask.models.fr.registry import available
+    from erasablemask.platform.commercial_scoring import build_services, with_commercial_apis
 
-    unknown = [n for n in names if n not in available()]
+    cfg = with_commercial_apis(cfg, args.apis, args.api_max_images)
+    services = build_services(cfg)  # missing credentials: one line, before any work
+    names = list(args.models or [*cfg.attack.surrogates, *cfg.attack.black_box])
+    from erasablemask.models.fr.registry import is_registered
+
+    unknown = [n for n in names if not is_registered(n)]  # also robust entries saved by `fr robustify`
     if unknown:
         raise LookupError(f"--models: unknown FR models {unknown}; `erasablemask fr list` shows the zoo")
     if args.transforms:
@@ -247,6 +256,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         # D_att judges attribute edits with AttGAN's D only (a competitor's own discriminator is another net).
         discriminator=getattr(protection, "discriminator", None) if method == "erasablemask" else None,
         n_boot=args.n_boot,
+        services=services,
     )
     if args.no_track:
         report, files = evaluate_and_write(cfg, protection, out, run=out.name, **kw)
@@ -304,6 +314,10 @@ def _evaluate(args: argparse.Namespace) -> int:
         f" IDR at FAR 0.01):"
     )
     print("\n".join(rates_lines(rates)))
+    from erasablemask.platform.commercial_scoring import commercial_lines
+
+    for line in commercial_lines(rates):
+        print(line)
     quality = {k: v for k, v in report.metrics.items() if k.startswith("quality/")}
     if quality:
         print("image quality (Table VI):")
@@ -345,6 +359,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="the protection: erasablemask (default) or a competitor of experiments.attacks",
     )
     p.add_argument("--split", choices=("test", "val"), default="test", help="source images (default test)")
+    add_commercial_api_arguments(p)
     p.add_argument("--max-images", type=int, default=None, help="cap on source images (0: all)")
     p.add_argument("--out", default=None, help="output folder (default: RUN/evaluations/<method>-<UTC time>)")
     p.add_argument("--parent-run", default=None, help="MLflow run to nest under (default: the run folder's trial)")

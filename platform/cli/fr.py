@@ -12,6 +12,10 @@
   the decision at each FAR the model has a threshold for.
 - ``fr train-mini [NAMES]``: train (or load from the cache) and calibrate
   the mini-world models of one world (:mod:`erasablemask.experiments.fr_tools.mini_zoo`).
+- ``fr robustify MODEL [--data DIR --pairs CSV --images DIR]``: adversarial
+  fine-tuning (PGD in the loop) saved as the zoo entry ``MODEL_robust``, with
+  clean and under-PGD verification accuracy before and after
+  (:mod:`erasablemask.experiments.fr_tools.robustify`).
 
 Handlers return 0 on success and 2 on bad input (after printing the error).
 """
@@ -100,6 +104,9 @@ def _json_record(record: dict) -> dict:
 
 
 def _list(args: argparse.Namespace) -> int:
+    from erasablemask.models.fr.robust_zoo import register_all_saved
+
+    register_all_saved()  # entries saved by `fr robustify` are listed with the zoo
     names = available()
     calibrations, errors = {}, {}
     for name in names:
@@ -260,6 +267,55 @@ def _train_mini(args: argparse.Namespace) -> int:
     return 0
 
 
+def _robustify(args: argparse.Namespace) -> int:
+    from erasablemask.experiments.errors import UserError
+    from erasablemask.experiments.fr_tools import robustify as rb
+    from erasablemask.models.fr.mini_zoo import MINI_RECIPES
+    from erasablemask.models.fr.robust_zoo import ROBUST_SUFFIX, check_entry_name, entry_path
+
+    try:
+        recipe = rb.AdvRecipe(eps_255=args.eps, steps=args.steps, epochs=args.epochs, batch_size=args.batch_size,
+                              lr=args.lr, clean_weight=args.clean_weight, seed=args.adv_seed)
+        rb.margin_recipe(args.model)  # refuses unknown models and models without a margin head, before any work
+        name = args.name or args.model + ROBUST_SUFFIX
+        check_entry_name(name)
+        given = [o for o in ("data", "pairs", "images") if getattr(args, o) is not None]
+        evaluation = {"far": args.far, "attack_eps_255": args.attack_eps, "attack_steps": args.attack_steps,
+                      "n_attack": args.n_attack, "threads": args.threads}
+        if given:
+            missing = [f"--{o}" for o in ("data", "pairs", "images") if getattr(args, o) is None]
+            if missing:
+                raise UserError(f"fr robustify on a data set needs --data, --pairs and --images; missing {missing}")
+            from erasablemask.experiments.fr_tools.robustify_folder import robustify_folder
+
+            rows = robustify_folder(args.model, name, args.data, args.pairs, args.images, recipe,
+                                    weights=args.weights, device=args.device, **evaluation)
+        else:
+            from erasablemask.experiments.fr_tools.mini_world import MiniZooWorld
+
+            if args.model not in MINI_RECIPES:
+                raise UserError(f"'{args.model}' is not a mini-world model: give its training data with --data DIR "
+                                f"(identity subfolders) and calibration pairs with --pairs CSV --images DIR")
+            world = MiniZooWorld(**{k: v for k, v in (("seed", args.world_seed), ("epochs", args.base_epochs))
+                                    if v is not None})
+            rows = rb.robustify_mini(name, world, recipe, base=args.model, **evaluation)
+    except (UserError, *_BAD_INPUT) as e:
+        return _fail(e)
+
+    def ci(r: dict, k: str) -> str:
+        return f"{r[k]:.3f} [{r[k + '_lo']:.3f}, {r[k + '_hi']:.3f}]"
+
+    table = [[r["model"], r["weights"], f"{r['threshold']:.4f}", ci(r, "clean_acc"), ci(r, "adv_acc"),
+              ci(r, "impersonation"), ci(r, "dodging")] for r in rows]
+    print(f"verification at FAR {args.far:g} ({rows[0]['n_pairs']} calibration pairs, clean; "
+          f"{rows[0]['n_attacked']} attacked with L-inf PGD {args.attack_eps:g}/255, {args.attack_steps} steps); "
+          f"95 % identity-bootstrap intervals")
+    print(format_table(table, ["model", "weights", "threshold", "clean acc", "acc under PGD", "impersonation",
+                               "dodging"]))
+    print(f"saved as '{name}' ({entry_path(name)}); name it in --models or attack.black_box")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``fr`` command group (list, calibrate, verify, train-mini)."""
     group = subparsers.add_parser("fr", help="face-recognition zoo: list, calibrate, verify")
@@ -309,3 +365,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     mini.add_argument("--epochs", type=int, help="override every recipe's epochs (quick runs)")
     mini.add_argument("--threads", type=int, help="torch threads while training")
     mini.set_defaults(handler=_train_mini)
+
+    rob = sub.add_parser("robustify", help="adversarial fine-tuning (PGD in the loop) saved as a new zoo entry")
+    rob.add_argument("model", help="base model with a margin-head recipe (mini_*, arcface_r100, cosface_r100, ...)")
+    rob.add_argument("--name", default=None, help="name of the new entry (default MODEL_robust)")
+    rob.add_argument("--data", type=Path, default=None, help="training images: one subfolder per identity")
+    rob.add_argument("--pairs", type=Path, default=None, help="calibration/test pairs CSV a,b,same (other identities)")
+    rob.add_argument("--images", type=Path, default=None, help="folder the pair paths are relative to")
+    rob.add_argument("--weights", type=Path, default=None, help="base weights file instead of its default source")
+    rob.add_argument("--device", default="cpu", help="torch device for fine-tuning a real model (default cpu)")
+    rob.add_argument("--eps", type=float, default=8.0, help="training PGD L-inf budget in /255 (default 8)")
+    rob.add_argument("--steps", type=int, default=5, help="training PGD steps (default 5)")
+    rob.add_argument("--epochs", type=int, default=3, help="adversarial epochs (default 3)")
+    rob.add_argument("--batch-size", type=int, default=64, help="images per step (default 64)")
+    rob.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate (default 1e-3)")
+    rob.add_argument("--clean-weight", type=float, default=0.0, help="weight of the clean loss (default 0: Madry)")
+    rob.add_argument("--adv-seed", type=int, default=0, help="seed of shuffling, augmentation, PGD starts")
+    rob.add_argument("--world-seed", type=int, default=None, help="mini-world seed (mini models; default 0)")
+    rob.add_argument("--base-epochs", type=int, default=None, help="mini-world epochs override of the base model")
+    rob.add_argument("--far", type=float, default=0.01, help="operating point of the table (default 0.01)")
+    rob.add_argument("--attack-eps", type=float, default=8.0, help="evaluation PGD budget in /255 (default 8)")
+    rob.add_argument("--attack-steps", type=int, default=10, help="evaluation PGD steps (default 10)")
+    rob.add_argument("--n-attack", type=int, default=100, help="impostor and genuine pairs attacked, each (default 100)")
+    rob.add_argument("--threads", type=int, help="torch threads")
+    rob.set_defaults(handler=_robustify)

@@ -80,4 +80,5 @@ def test_rows_without_identity_are_their_own_clusters():
 def test_unknown_rate_names_the_known_ones(rows):
     with pytest.raises(KeyError, match="asr"):
         estimate(rows, "fid")
-    assert set(RATES) == {"asr", "esr", "idr", "esr_unrestored", "idr_unrestored"}
+    assert set(RATES) == {"asr", "esr", "idr", "esr_unrestored", "idr_unrestored",
+                          "api_asr_1e-3", "api_asr_1e-4", "api_asr_1e-5"}

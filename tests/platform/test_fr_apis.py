@@ -12,13 +12,12 @@ import hmac
 import io
 import json
 import logging
-import threading
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
 import torch
+from _fake_fr_services import SECRETS, FakeService, facepp_check
 from PIL import Image
 
 from erasablemask.platform.fr_apis import (
@@ -34,52 +33,6 @@ from erasablemask.platform.fr_apis import (
     encode_image,
     tc3_signature,
 )
-
-SECRETS = {
-    "FACEPP_API_KEY": "fpp-key-123",
-    "FACEPP_API_SECRET": "fpp-secret-XYZ",
-    "TENCENTCLOUD_SECRET_ID": "AKIDtest",
-    "TENCENTCLOUD_SECRET_KEY": "tencent-secret-XYZ",
-    "ALIBABA_CLOUD_ACCESS_KEY_ID": "LTAItest",
-    "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "aliyun-secret-XYZ",
-}
-
-
-class FakeService:
-    """A scripted HTTP service: each POST pops the next (status, body, headers) and is recorded."""
-
-    def __init__(self, check):
-        self.script: list[tuple[int, dict, dict]] = []
-        self.requests: list[dict] = []
-        self.check = check  # (headers, body bytes) -> error response tuple or None
-        service = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 (http.server API)
-                raw = self.rfile.read(int(self.headers["Content-Length"]))
-                service.requests.append({"headers": dict(self.headers), "body": raw})
-                reply = service.check(dict(self.headers), raw) or service.script.pop(0)
-                status, body, headers = reply
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 class FakeClock:
@@ -101,17 +54,6 @@ def _face(seed: int) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------- what each fake service checks
-def facepp_check(headers, raw):
-    form = dict(urllib.parse.parse_qsl(raw.decode()))
-    if form.get("api_key") != SECRETS["FACEPP_API_KEY"] or form.get("api_secret") != SECRETS["FACEPP_API_SECRET"]:
-        return 401, {"error_message": "AUTHENTICATION_ERROR"}, {}
-    for k in ("image_base64_1", "image_base64_2"):
-        if k not in form:
-            return 400, {"error_message": f"MISSING_ARGUMENTS: {k}"}, {}
-        Image.open(io.BytesIO(base64.b64decode(form[k]))).verify()  # a decodable image
-    return None
-
-
 def tencent_check(headers, raw):
     h = {k.lower(): v for k, v in headers.items()}
     if h.get("x-tc-action") != "CompareFace" or h.get("x-tc-version") != "2018-03-01":
