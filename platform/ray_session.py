@@ -24,8 +24,9 @@ trainer is built: ``ray_train.QUIET_TRAIN_LOGS``).
 from __future__ import annotations
 
 import os
+import sys
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Iterator
 
 from erasablemask.experiments.config.schema import ErasableMaskConfig
 
@@ -65,6 +66,25 @@ def local_num_cpus(cfg: ErasableMaskConfig | None) -> int:
     return max(os.cpu_count() or 1, wanted)
 
 
+LOCAL_START_ATTEMPTS = 2  # a loaded machine can miss Ray's start-up deadlines once; a second start usually works
+
+
+def _start_local(ray: Any, num_cpus: int) -> None:
+    """Start a local Ray instance; a start that fails (e.g. a node start-up timeout on a loaded
+    machine) is shut down and tried again, up to :data:`LOCAL_START_ATTEMPTS` times, saying so."""
+    for attempt in range(1, LOCAL_START_ATTEMPTS + 1):
+        try:
+            ray.init(num_cpus=num_cpus, num_gpus=None, include_dashboard=True,
+                     runtime_env=RAY_RUNTIME_ENV, log_to_driver=True)
+            return
+        except Exception as exc:  # Ray raises plain Exception/RuntimeError/TimeoutError on start-up failures
+            ray.shutdown()
+            if attempt == LOCAL_START_ATTEMPTS:
+                raise
+            print(f"erasablemask: starting local Ray failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                  f"trying again ({attempt + 1}/{LOCAL_START_ATTEMPTS})", file=sys.stderr, flush=True)
+
+
 @contextmanager
 def ray_session(*, address: str | None = None, cfg: ErasableMaskConfig | None = None) -> Iterator[None]:
     """Connect to Ray for the block (module docstring): join ``address``, or start a local instance.
@@ -84,8 +104,7 @@ def ray_session(*, address: str | None = None, cfg: ErasableMaskConfig | None = 
     if address:
         ray.init(address=address, runtime_env=RAY_RUNTIME_ENV, log_to_driver=True)
     else:
-        ray.init(num_cpus=local_num_cpus(cfg), num_gpus=None, include_dashboard=True,
-                 runtime_env=RAY_RUNTIME_ENV, log_to_driver=True)
+        _start_local(ray, local_num_cpus(cfg))
     try:
         yield
     finally:

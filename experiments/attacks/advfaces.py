@@ -44,8 +44,7 @@ from erasablemask.experiments.attacks.base import ensemble_cos_loss, quantise_8b
 from erasablemask.experiments.attacks.generator_base import (
     GeneratorAttack,
     GeneratorTrainer,
-    load_generator_attack,
-    train_generator_attack,
+    build_generator_attack,
 )
 from erasablemask.experiments.attacks.registry import register
 from erasablemask.experiments.config.schema import ErasableMaskConfig
@@ -213,14 +212,7 @@ def build_advfaces(
     Raises:
         ValueError: neither ``checkpoint`` nor ``cfg``, or an unknown hyper-parameter.
     """
-    AdvFaces.resolve_params(hparams)
-    if checkpoint is not None:
-        return load_generator_attack("advfaces", list(surrogates), checkpoint, hparams, device=device)
-    if cfg is None:
-        raise ValueError(
-            "advfaces needs a trained generator: pass checkpoint=DIR (an 'advfaces' stage checkpoint) "
-            "or cfg=CONFIG to train one in this process"
-        )
-    return train_generator_attack(
-        "advfaces", list(surrogates), cfg, hparams, train_dir=train_dir, max_steps_per_epoch=max_steps_per_epoch
-    )
+    return build_generator_attack(
+        "advfaces", surrogates, hparams, checkpoint=checkpoint, cfg=cfg, train_dir=train_dir,
+        max_steps_per_epoch=max_steps_per_epoch, device=device,
+    )  # type: ignore[return-value]

@@ -227,3 +227,39 @@ def train_generator_attack(
     )
     result = run_stage(cfg, name, ctx, inputs=inputs, params=params)
     return load_generator_attack(name, surrogates, result.final_checkpoint, {}, device=ctx.device)
+
+
+def build_generator_attack(
+    name: str,
+    surrogates: list[nn.Module],
+    hparams: dict[str, Any],
+    *,
+    checkpoint: str | Path | None = None,
+    cfg: ErasableMaskConfig | None = None,
+    train_dir: str | Path | None = None,
+    inputs: str | Path | None = None,
+    max_steps_per_epoch: int | None = None,
+    device: str | torch.device = "auto",
+) -> GeneratorAttack:
+    """A generator competitor from a complete ``name`` stage checkpoint, or trained here on ``cfg`` first.
+
+    The one body of the registered factories (``build_advfaces``, ``build_gmaa``): ``hparams``
+    are checked against the attack class before anything is loaded or trained.
+
+    Raises:
+        ValueError: neither ``checkpoint`` nor ``cfg``, or an unknown hyper-parameter.
+    """
+    from erasablemask.experiments.curriculum.competitor_stages import competitor_trainer_class
+
+    competitor_trainer_class(name).attack_class.resolve_params(hparams)
+    if checkpoint is not None:
+        return load_generator_attack(name, list(surrogates), checkpoint, hparams, device=device)
+    if cfg is None:
+        raise ValueError(
+            f"{name} needs a trained generator: pass checkpoint=DIR (a '{name}' stage checkpoint) "
+            "or cfg=CONFIG to train one in this process"
+        )
+    return train_generator_attack(
+        name, list(surrogates), cfg, hparams, train_dir=train_dir, max_steps_per_epoch=max_steps_per_epoch,
+        inputs=Path(inputs) if inputs is not None else None,
+    )

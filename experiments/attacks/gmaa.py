@@ -59,8 +59,7 @@ from erasablemask.experiments.attacks.base import quantise_8bit
 from erasablemask.experiments.attacks.generator_base import (
     GeneratorAttack,
     GeneratorTrainer,
-    load_generator_attack,
-    train_generator_attack,
+    build_generator_attack,
 )
 from erasablemask.experiments.attacks.pgd import TransferOptions, _diverse
 from erasablemask.experiments.attacks.registry import register
@@ -329,20 +328,7 @@ def build_gmaa(
         device: where the loaded networks go.
         **hparams: :class:`GMAA` fields (with ``checkpoint``: must agree with it).
     """
-    GMAA.resolve_params(hparams)
-    if checkpoint is not None:
-        return load_generator_attack("gmaa", list(surrogates), checkpoint, hparams, device=device)
-    if cfg is None:
-        raise ValueError(
-            "gmaa needs a trained generator: pass checkpoint=DIR (a 'gmaa' stage checkpoint) "
-            "or cfg=CONFIG to train one in this process"
-        )
-    return train_generator_attack(
-        "gmaa",
-        list(surrogates),
-        cfg,
-        hparams,
-        train_dir=train_dir,
-        max_steps_per_epoch=max_steps_per_epoch,
-        inputs=Path(inputs) if inputs is not None else None,
-    )
+    return build_generator_attack(
+        "gmaa", surrogates, hparams, checkpoint=checkpoint, cfg=cfg, train_dir=train_dir, inputs=inputs, 
+        max_steps_per_epoch=max_steps_per_epoch, device=device,
+    )  # type: ignore[return-value]

@@ -39,7 +39,7 @@ from torch import Tensor
 from erasablemask.experiments.attacks.base import AdditiveBudget, Attack, ensemble_cos_loss
 from erasablemask.experiments.attacks.registry import register
 
-__all__ = ["PGD", "TransferOptions", "signed_gradient_attack"]
+__all__ = ["PGD", "SignedGradientAttack", "TransferOptions", "signed_gradient_attack"]
 
 
 @dataclass(frozen=True)
@@ -53,12 +53,6 @@ class TransferOptions:
     translation_invariance: bool = False
     ti_kernel: int = 7
     ti_sigma: float = 3.0
-
-    @classmethod
-    def from_fields(cls, attack: object, momentum: float = 0.0) -> TransferOptions:
-        """The options from an attack's same-named DI/TI fields (FGSM has no momentum)."""
-        names = ("input_diversity", "di_prob", "di_resize_rate", "translation_invariance", "ti_kernel", "ti_sigma")
-        return cls(momentum, *(getattr(attack, n) for n in names))
 
     def __post_init__(self) -> None:
         if self.momentum < 0:
@@ -131,27 +125,21 @@ def signed_gradient_attack(
     return budget.quantise(x_adv, x)
 
 
-@register("pgd")
 @dataclass(eq=False)
-class PGD(Attack):
-    """Targeted ensemble PGD (module docstring). ``eps`` and ``alpha`` are in units of [0, 1] images.
+class SignedGradientAttack(Attack):
+    """What FGSM and PGD share: the budget, the random start, DI, TI and the seed (their typed fields).
 
     Attributes:
-        eps: L∞ budget (torchattacks default 8/255; the paper's 4/255 is set by the comparison config).
-        alpha: step size (torchattacks default 2/255).
-        steps: iterations (torchattacks default 10).
-        random_start: start from a uniform point in the ball (off: plain PGD).
-        momentum: MI decay μ (0: off; MI-FGSM uses 1.0).
+        eps: L∞ budget in units of [0, 1] images (torchattacks default 8/255; the paper's 4/255 is set by
+            the comparison config).
+        random_start: start from a uniform point in the ball (off: a plain FGSM/PGD).
         input_diversity: DI on/off; ``di_prob``, ``di_resize_rate`` its parameters (0.5, 0.9: torchattacks DIFGSM).
         translation_invariance: TI on/off; ``ti_kernel``, ``ti_sigma`` its Gaussian (7, 3: RobFR TIM for faces).
         seed: seeds the random start and DI draws.
     """
 
     eps: float = 8 / 255
-    alpha: float = 2 / 255
-    steps: int = 10
     random_start: bool = False
-    momentum: float = 0.0
     input_diversity: bool = False
     di_prob: float = 0.5
     di_resize_rate: float = 0.9
@@ -160,27 +148,53 @@ class PGD(Attack):
     ti_sigma: float = 3.0
     seed: int = 0
 
-    name: ClassVar[str] = "pgd"
-
     def __post_init__(self) -> None:
         super().__post_init__()
         self.budget = AdditiveBudget(self.eps)
-        if self.steps < 1:
-            raise ValueError(f"attack '{self.name}': steps must be >= 1; got {self.steps}")
-        if not 0.0 < self.alpha <= 1.0:
-            raise ValueError(f"attack '{self.name}': alpha must be in (0, 1] ([0, 1]-image units); got {self.alpha}")
-        self.options = TransferOptions.from_fields(self, self.momentum)
+        self.options = TransferOptions(
+            getattr(self, "momentum", 0.0),  # FGSM has no momentum
+            self.input_diversity, self.di_prob, self.di_resize_rate,
+            self.translation_invariance, self.ti_kernel, self.ti_sigma,
+        )
 
-    def _attack(self, x, x_target, *, att_a, att_b):
+    def _signed_steps(self, x: Tensor, x_target: Tensor, *, steps: int, alpha: float) -> Tensor:
         return signed_gradient_attack(
             self.surrogates,
             x,
             x_target,
             budget=self.budget,
-            steps=self.steps,
-            alpha=self.alpha,
+            steps=steps,
+            alpha=alpha,
             random_start=self.random_start,
             opts=self.options,
             seed=self.seed,
             target_emb=self.target_embeddings(x_target),
         )
+
+
+@register("pgd")
+@dataclass(eq=False)
+class PGD(SignedGradientAttack):
+    """Targeted ensemble PGD (module docstring). ``eps`` and ``alpha`` are in units of [0, 1] images.
+
+    Attributes (besides :class:`SignedGradientAttack`'s ``eps``, ``random_start``, DI, TI, ``seed``):
+        alpha: step size (torchattacks default 2/255).
+        steps: iterations (torchattacks default 10).
+        momentum: MI decay μ (0: off; MI-FGSM uses 1.0).
+    """
+
+    alpha: float = 2 / 255
+    steps: int = 10
+    momentum: float = 0.0
+
+    name: ClassVar[str] = "pgd"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.steps < 1:
+            raise ValueError(f"attack '{self.name}': steps must be >= 1; got {self.steps}")
+        if not 0.0 < self.alpha <= 1.0:
+            raise ValueError(f"attack '{self.name}': alpha must be in (0, 1] ([0, 1]-image units); got {self.alpha}")
+
+    def _attack(self, x, x_target, *, att_a, att_b):
+        return self._signed_steps(x, x_target, steps=self.steps, alpha=self.alpha)
