@@ -1,8 +1,11 @@
 """Mini-world FR zoo: quality per model, and how far targeted PGD transfers to black-box models.
 
-    python benchmarks/mini_fr_zoo.py [--jobs 2] [--pairs 64] [--eps 8 4] [--steps 10] [--json OUT]
+    python benchmarks/mini_fr_zoo.py [--config miniworld_demo] [--set KEY=VALUE ...] [--jobs 2] [--pairs 64]
+                                     [--eps 8 4] [--steps 10] [--json OUT]
 
-Trains (or loads from the cache) the whole default mini zoo, then prints
+Trains (or loads from the cache) the whole mini zoo on the mini-world of the
+config (default: the demo's; ``--set data.miniworld.skin_texture=0`` measures
+the world without skin texture), then prints
 
 1. per model: parameters, training time, AUC and TAR at each FAR on the
    world's calibration identities (their own role: never trained on);
@@ -28,6 +31,8 @@ from pathlib import Path
 
 import torch
 
+from erasablemask.experiments.config.loading import load_config
+from erasablemask.experiments.data.splits import zoo_world
 from erasablemask.experiments.fr_tools.mini_report import format_transfer, pgd_impersonate, zoo_quality
 from erasablemask.experiments.fr_tools.mini_world import MiniZooWorld, population_world, source_split_indices
 from erasablemask.experiments.fr_tools.mini_zoo import build_mini_model, ensure_mini_zoo
@@ -59,6 +64,9 @@ def success(model, x, target, far) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="miniworld_demo", help="experiment config whose mini-world is used")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override (repeatable), e.g. data.miniworld.skin_texture=0")
     parser.add_argument("--jobs", type=int, default=2, help="models trained at once (processes)")
     parser.add_argument("--pairs", type=int, default=64, help="impersonation (source, target) pairs")
     parser.add_argument("--eps", type=float, nargs="+", default=[8.0, 4.0], help="L-inf budgets in /255 of [0, 1]")
@@ -68,7 +76,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    world = MiniZooWorld()
+    world = zoo_world(load_config(args.config, args.overrides))
+    print(f"world: {world}")
     start = time.perf_counter()
     paths = ensure_mini_zoo(SURROGATES + BLACK_BOX, world, jobs=args.jobs, threads=1)
     print(f"zoo ready in {time.perf_counter() - start:.0f} s (cached models take ~0 s)\n")

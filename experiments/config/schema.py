@@ -62,6 +62,12 @@ class MiniWorldConfig(_Strict):
     fr_source_train_images: bool = True
     # Overrides every mini FR recipe's epochs (tests, quick runs); null: each recipe's own.
     fr_epochs: PosInt | None = None
+    # Each identity's fine skin texture (experiments/data/miniworld_render.py): its std in 0-255
+    # levels (0: none, the world as before) and correlation length in face-coordinate units.
+    # Real FR models, trained on large shared data, use fine identity texture; with it the
+    # mini FR zoo's adversarial perturbations transfer between models (benchmarks/mini_fr_zoo.py).
+    skin_texture: Annotated[float, Field(ge=0)] = 0.0
+    skin_texture_scale: Annotated[float, Field(gt=0)] = 0.025
 
 
 class DataConfig(_Strict):

@@ -28,7 +28,7 @@ from torch.utils.data import Dataset
 
 from erasablemask.experiments.data.attributes import ATTRIBUTES
 from erasablemask.experiments.data.miniworld_params import IdentityParams, ImageParams, sample_identity, sample_image
-from erasablemask.experiments.data.miniworld_render import render_face
+from erasablemask.experiments.data.miniworld_render import render_face, skin_texture_field
 from erasablemask.experiments.resources import check_disk, check_memory
 from erasablemask.models.atomic_files import atomic_path
 
@@ -52,6 +52,11 @@ class MiniWorld:
         test_fraction: share of each identity's images in the 'test' split.
         supersample: anti-aliasing factor (drawing canvas = size * supersample);
             default 4 up to 128 px, 2 above.
+        skin_texture: standard deviation, in 0-255 levels, of each identity's
+            fine skin texture (``miniworld_render.skin_texture_field``); 0
+            (default): none, the world renders as it did before the option.
+        skin_texture_scale: the texture's correlation length in face-coordinate
+            units (0.025 ≈ 1.6 px at 64 px).
 
     Splits are assigned per image within each identity (at least one val and
     one test image per identity when the fraction is positive), so every
@@ -67,6 +72,8 @@ class MiniWorld:
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         supersample: int | None = None,
+        skin_texture: float = 0.0,
+        skin_texture_scale: float = 0.025,
     ) -> None:
         if not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed={seed!r} must be a non-negative int")
@@ -76,6 +83,14 @@ class MiniWorld:
             raise ValueError(f"image_size={image_size} is too small to draw a face; use >= 16 (default 64)")
         if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1):
             raise ValueError(f"val_fraction={val_fraction} and test_fraction={test_fraction} must be in [0, 1)")
+        if skin_texture < 0 or skin_texture_scale <= 0:
+            raise ValueError(
+                f"skin_texture={skin_texture} must be >= 0 (0-255 levels; 0: none) and skin_texture_scale="
+                f"{skin_texture_scale} > 0 (face-coordinate units, 0.025 ~ 1.6 px at 64 px)"
+            )
+        self.skin_texture = float(skin_texture)
+        self.skin_texture_scale = float(skin_texture_scale)
+        self._textures: dict[int, np.ndarray] = {}
         self.seed = int(seed)
         self.n_identities = int(n_identities)
         self.images_per_identity = int(images_per_identity)
@@ -137,9 +152,18 @@ class MiniWorld:
         """Image ``i`` as an (H, W, 3) uint8 RGB array (rendered once, then cached)."""
         i = self._check_index(i)
         if i not in self._cache:
-            ident = self.identities[i // self.images_per_identity]
-            self._cache[i] = render_face(ident, self._params[i], self.image_size, self.supersample)
+            self._cache[i] = self._render(i, self._params[i])
         return self._cache[i]
+
+    def _render(self, i: int, p: ImageParams) -> np.ndarray:
+        k = i // self.images_per_identity
+        texture = None
+        if self.skin_texture > 0:
+            if k not in self._textures:
+                self._textures[k] = skin_texture_field(self.seed, k, self.skin_texture_scale)
+            texture = self._textures[k]
+        return render_face(self.identities[k], p, self.image_size, self.supersample,
+                           texture=texture, texture_amplitude=self.skin_texture)
 
     def render_edit(self, i: int, attrs01: Sequence[int] | np.ndarray | torch.Tensor) -> np.ndarray:
         """Image ``i`` re-rendered with other attribute labels (same identity, pose, light, background).
@@ -161,7 +185,7 @@ class MiniWorld:
         if att.shape != (len(ATTRIBUTES),) or not np.isin(att, (0, 1)).all():
             raise ValueError(f"attrs01 must be {len(ATTRIBUTES)} labels in {{0, 1}} (ATTRIBUTES order); got {att.tolist()}")
         p = dataclasses.replace(self._params[i], attrs=att.astype(np.uint8))
-        return render_face(self.identities[i // self.images_per_identity], p, self.image_size, self.supersample)
+        return self._render(i, p)
 
     def image(self, i: int) -> torch.Tensor:
         """Image ``i`` as a (3, H, W) float32 tensor in [-1, 1]."""

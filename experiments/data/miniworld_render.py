@@ -5,6 +5,13 @@ than the output and box-downsampled (anti-aliasing), then lit and noised in
 numpy at the output size. Coordinates are fractions of the image side, x to
 the right, y down; the pose jitter (shift, rotation, scale) is applied to
 every face vertex, the background is not posed.
+
+Skin texture (opt-in, :func:`skin_texture_field`): a fine identity-specific
+pattern in face coordinates (so it moves with the pose), added to the head's
+skin before lighting. Real faces carry such fine, identity-specific texture
+and real FR models, trained on large shared data, use it; it is what lets a
+perturbation made on one FR model move another (DESIGN.md, "Mini-world
+models"). Off by default: a world without it renders as before.
 """
 
 from __future__ import annotations
@@ -218,7 +225,62 @@ def _glasses(pt: _Painter, ident: SexedIdentity, skin: np.ndarray, frame: bool) 
         pt.line(np.array([[CX - ident.eye_dx + r, ey - 0.004], [CX, ey - 0.01], [CX + ident.eye_dx - r, ey - 0.004]]), ident.frame, w * 0.8)
 
 
-def render_face(ident: IdentityParams, p: ImageParams, size: int = 64, supersample: int = 4) -> np.ndarray:
+TEXTURE_GRID = 128  # samples per face-coordinate unit of a skin texture field
+
+
+def skin_texture_field(seed: int, identity: int, scale: float) -> np.ndarray:
+    """The skin texture of ``identity`` in a world of ``seed``: ``(3, G, G)``, zero mean, unit std per channel.
+
+    White Gaussian noise on a ``G = TEXTURE_GRID`` grid over the face-coordinate
+    square ``[0, 1]²``, low-passed by a Gaussian of standard deviation ``scale``
+    (face-coordinate units; 0.025 ≈ 1.6 px at 64 px) with circular borders.
+    Deterministic in its arguments; its random stream is its own (no other draw moves).
+    """
+    if scale <= 0:
+        raise ValueError(f"skin texture scale must be > 0 (face-coordinate units); got {scale}")
+    noise = np.random.default_rng([seed, 5, identity]).standard_normal((3, TEXTURE_GRID, TEXTURE_GRID))
+    f = np.fft.fftfreq(TEXTURE_GRID)
+    sigma = scale * TEXTURE_GRID
+    gain = np.exp(-2 * (math.pi * sigma) ** 2 * (f[:, None] ** 2 + f[None, :] ** 2))
+    field = np.real(np.fft.ifft2(np.fft.fft2(noise) * gain))
+    field -= field.mean(axis=(1, 2), keepdims=True)
+    return field / field.std(axis=(1, 2), keepdims=True)
+
+
+def _add_skin_texture(
+    img: np.ndarray, ident: SexedIdentity, p: ImageParams, field: np.ndarray, amplitude: float, supersample: int
+) -> np.ndarray:
+    """``img`` (output size, float RGB) plus ``amplitude`` x ``field`` sampled in face coordinates over the head."""
+    n = img.shape[0]
+    mask_img = Image.new("L", (n * supersample, n * supersample))
+    pt = _Painter(mask_img, p)
+    pt.draw.polygon(pt._tx(head_contour(ident, grow=-0.012)), fill=255)
+    mask = np.asarray(mask_img.reduce(supersample), dtype=np.float64) / 255.0
+    # output pixel centres -> face coordinates (the inverse of _Painter's pose transform)
+    centres = (np.arange(n) + 0.5) / n
+    gx, gy = np.meshgrid(centres, centres)
+    pix = np.stack([gx.ravel(), gy.ravel()], 1) - pt.offset
+    face = pix @ np.linalg.inv(pt.mat).T + np.array([CX, CY])
+    u = face * TEXTURE_GRID - 0.5
+    i0 = np.floor(u).astype(int)
+    w = u - i0
+    g = TEXTURE_GRID
+    x0, y0, x1, y1 = i0[:, 0] % g, i0[:, 1] % g, (i0[:, 0] + 1) % g, (i0[:, 1] + 1) % g
+    wx, wy = w[:, 0], w[:, 1]
+    tex = (field[:, y0, x0] * (1 - wx) * (1 - wy) + field[:, y0, x1] * wx * (1 - wy)
+           + field[:, y1, x0] * (1 - wx) * wy + field[:, y1, x1] * wx * wy)
+    return img + amplitude * tex.T.reshape(n, n, 3) * mask[..., None]
+
+
+def render_face(
+    ident: IdentityParams,
+    p: ImageParams,
+    size: int = 64,
+    supersample: int = 4,
+    *,
+    texture: np.ndarray | None = None,
+    texture_amplitude: float = 0.0,
+) -> np.ndarray:
     """Render one face.
 
     Args:
@@ -226,6 +288,8 @@ def render_face(ident: IdentityParams, p: ImageParams, size: int = 64, supersamp
         p: image parameters (attributes and nuisance).
         size: output side in pixels.
         supersample: drawing canvas is ``size * supersample`` pixels (anti-aliasing).
+        texture: the identity's :func:`skin_texture_field` (``None``: no skin texture).
+        texture_amplitude: its standard deviation in 0-255 levels, before lighting.
 
     Returns:
         (size, size, 3) uint8 RGB array; deterministic in its arguments.
@@ -298,6 +362,8 @@ def render_face(ident: IdentityParams, p: ImageParams, size: int = 64, supersamp
     if a["Eyeglasses"]:
         _glasses(pt, ident, skin, frame=True)
     small = np.asarray(img.reduce(supersample), dtype=np.float64)
+    if texture is not None and texture_amplitude > 0:
+        small = _add_skin_texture(small, ident, p, texture, texture_amplitude, supersample)
     return _light_and_noise(small, p)
 
 

@@ -67,18 +67,20 @@ def zoo_world(cfg: ErasableMaskConfig):
                         extra_images_per_identity=m.fr_extra_images_per_identity,
                         calibration_identities=m.fr_calibration_identities,
                         calibration_images_per_identity=m.fr_calibration_images_per_identity,
-                        source_train_images=m.fr_source_train_images, epochs=m.fr_epochs)
+                        source_train_images=m.fr_source_train_images, skin_texture=m.skin_texture,
+                        skin_texture_scale=m.skin_texture_scale, epochs=m.fr_epochs)
 
 
 def build_world(cfg: ErasableMaskConfig) -> MiniWorld:
     """The mini-world of this config (rendered once per process and cached)."""
     _check_miniworld(cfg)
     m = cfg.data.miniworld
-    key = (cfg.seed, m.n_identities, m.images_per_identity, cfg.data.image_size)
+    key = (cfg.seed, m.n_identities, m.images_per_identity, cfg.data.image_size, m.skin_texture, m.skin_texture_scale)
     if key not in _WORLD_CACHE:
         _WORLD_CACHE.clear()
         _WORLD_CACHE[key] = MiniWorld(seed=cfg.seed, n_identities=m.n_identities,
-                                      images_per_identity=m.images_per_identity, image_size=cfg.data.image_size)
+                                      images_per_identity=m.images_per_identity, image_size=cfg.data.image_size,
+                                      skin_texture=m.skin_texture, skin_texture_scale=m.skin_texture_scale)
     return _WORLD_CACHE[key]
 
 

@@ -73,8 +73,10 @@ def attacker_faces(cfg: ErasableMaskConfig, n_identities: int = 16, images_per_i
     from erasablemask.experiments.data.miniworld import MiniWorld
 
     seed = derive_seed(cfg.seed, "adaptive_attacker_world") % (2**31)
+    m = cfg.data.miniworld
     world = MiniWorld(
-        seed=seed, n_identities=n_identities, images_per_identity=images_per_identity, image_size=cfg.data.image_size
+        seed=seed, n_identities=n_identities, images_per_identity=images_per_identity, image_size=cfg.data.image_size,
+        skin_texture=m.skin_texture, skin_texture_scale=m.skin_texture_scale,  # the users' kind of faces
     )
     idx = list(range(len(world)))
     return AttackerData(

@@ -100,6 +100,8 @@ class MiniZooWorld:
         calibration_identities: identities used only to calibrate FR thresholds.
         calibration_images_per_identity: images of each calibration identity.
         source_train_images: the FR population also holds the source identities' train-split images.
+        skin_texture: each identity's fine skin texture, std in 0-255 levels (``MiniWorld``; 0: none).
+        skin_texture_scale: its correlation length in face-coordinate units.
         epochs: overrides every recipe's epochs when set (tests, quick runs).
     """
 
@@ -113,6 +115,8 @@ class MiniZooWorld:
     calibration_identities: int = 24
     calibration_images_per_identity: int = 12
     source_train_images: bool = True
+    skin_texture: float = 0.0
+    skin_texture_scale: float = 0.025
     epochs: int | None = None
 
     def __post_init__(self) -> None:
@@ -197,6 +201,8 @@ def population_world(world: MiniZooWorld) -> MiniWorld:
             n_identities=world.n_identities + world.extra_identities + world.calibration_identities,
             images_per_identity=world._per,
             image_size=world.image_size,
+            skin_texture=world.skin_texture,
+            skin_texture_scale=world.skin_texture_scale,
         )
     return _WORLDS[key]
 

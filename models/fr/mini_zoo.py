@@ -3,7 +3,8 @@
 Six models over four families (``models/fr/mini.py``), two margin heads and
 two seeds, chosen so that a surrogate / black-box split mirrors the paper's
 (surrogates IR152, IRSE50, FaceNet; black-box MobileFace, ArcFace-R100,
-CosFace-R100):
+CosFace-R100). Every model sees the centre 0.625 of the world image (a face
+crop, as an aligner gives real FR models), resized to its input side:
 
 ==========================  ==========  =======  =====  ====  ========  ======
 name                        family      margin   input  seed  resize    epochs
@@ -66,6 +67,9 @@ class MiniRecipe:
         seed: initialisation, shuffling and augmentation seed.
         input_size: side the wrapper resizes world images to.
         resize: interpolation of that resize (``bilinear`` or ``area``).
+        center_crop: fraction of the world image's side kept around its centre before the
+            resize: the face crop an aligner gives real FR models (the face fills it; the
+            background and shirt do not reach the model).
         embedding_size: embedding length.
         scale: logit scale ``s`` of the margin head.
         margin_value: ``m`` (radians for ArcFace, cosine units for CosFace).
@@ -81,6 +85,7 @@ class MiniRecipe:
     seed: int
     input_size: int
     resize: str = "bilinear"
+    center_crop: float = 0.625
     embedding_size: int = 128
     scale: float = 16.0
     margin_value: float = 0.5
@@ -118,7 +123,9 @@ def _spec(name: str, recipe: MiniRecipe) -> FRSpec:
         name=name,
         family=f"mini_{recipe.family}",
         embedding_size=recipe.embedding_size,
-        preprocessing=Preprocessing(size=(recipe.input_size, recipe.input_size), resize=recipe.resize),
+        preprocessing=Preprocessing(
+            size=(recipe.input_size, recipe.input_size), resize=recipe.resize, center_crop=recipe.center_crop
+        ),
         weights=WeightsSource(
             kind="trained_here",
             location=f"$ERASABLEMASK_HOME/mini_fr/{name}-<config hash>.safetensors",

@@ -36,6 +36,7 @@ def _miniworld(args: argparse.Namespace) -> int:
             image_size=args.size,
             val_fraction=args.val_fraction,
             test_fraction=args.test_fraction,
+            skin_texture=args.skin_texture,
         )
         out = world.write(args.out, progress=not args.quiet)
     except (ValueError, OSError) as exc:
@@ -78,6 +79,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     mw = sub.add_parser("miniworld", help="render the synthetic mini-world to a folder")
     mw.add_argument("--out", required=True, help="output folder (created if needed)")
     mw.add_argument("--seed", type=int, default=0, help="world seed (default 0)")
+    mw.add_argument("--skin-texture", type=float, default=0.0,
+                    help="std, in 0-255 levels, of each identity's fine skin texture (default 0: none; "
+                         "config key data.miniworld.skin_texture)")
     mw.add_argument("--identities", type=int, default=48, help="number of identities (default 48)")
     mw.add_argument("--per-identity", type=int, default=24, help="images per identity (default 24)")
     mw.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")

@@ -37,7 +37,7 @@ from erasablemask.models.fr.registry import RANDOM_INIT, WeightsUnavailable, ava
 
 TINY = MiniZooWorld(
     seed=0, n_identities=20, images_per_identity=16, heldout_identities=6, image_size=64,
-    extra_identities=40, extra_images_per_identity=8, epochs=6,
+    extra_identities=40, extra_images_per_identity=8, skin_texture=12.0, epochs=6,
 )
 A, B = "mini_iresnet_arc_s0", "mini_mobileface_arc_s0"
 
@@ -178,8 +178,10 @@ def test_short_trained_models_verify_heldout_identities_well_above_chance(home):
         untrained = roc_auc(*heldout_scores(build(name, weights=RANDOM_INIT), TINY))
         auc = roc_auc(genuine, impostor)
         # On the 24 calibration identities (288 images; measured 2026-11-30: mobileface 0.677 vs 0.575 untrained),
-        # a harder set than the 6 held-out identities the thresholds used to be set on (then > 0.7).
-        assert auc > 0.65 and auc > untrained + 0.05, (name, auc, untrained)
+        # a harder set than the 6 held-out identities the thresholds used to be set on (then > 0.7). With the
+        # skin texture even random features tell identities apart (measured 2026-12-01, 6 epochs: mobileface
+        # 0.758 vs 0.711 untrained); training still adds to that.
+        assert auc > 0.65 and auc > untrained + 0.03, (name, auc, untrained)
 
 
 def test_thresholds_are_calibrated_on_the_calibration_identities_and_used_by_build(home):
@@ -225,11 +227,13 @@ def test_attack_on_one_model_transfers_only_partly_to_another_family(home):
     src, tgt, _ = impersonation_pairs(world, TINY.heldout, 12, seed=0)
     adv = pgd_impersonate(models[A], src, tgt, eps=16 / 255, steps=5)
     assert (adv - src).abs().max() <= 16 / 255 + 1e-6 and adv.min() >= -1 and adv.max() <= 1
-    # Judged against the attacked target image itself, at FAR 0.1: PGD reaches it on the
-    # white-box model; the other family mostly does not follow (measured: 1.00 vs <= 0.08).
+    # Judged against the attacked target image itself, at FAR 0.1: PGD mostly reaches it on the
+    # white-box model; the other family mostly does not follow (measured with the face crop of
+    # recipe 4: 0.58 and 1.00 white-box vs 0.00 and 0.17 transferred; 1.00 vs <= 0.08 before).
     m = impersonation_transfer(models, [A, B], src, tgt, tgt, far=0.1, eps=16 / 255, steps=5)
     for attacked, other in [(A, B), (B, A)]:
-        assert m[attacked][attacked] >= 0.9, m
+        assert m[attacked][attacked] >= 0.5, m
+        assert m[attacked][attacked] >= m[attacked][other] + 0.4, m
         assert m[attacked][other] <= 0.4, m
     assert max(m["clean"].values()) <= 0.4, m
     both = pgd_impersonate([models[A], models[B]], src, tgt, eps=16 / 255, steps=5)  # an ensemble fools both

@@ -232,3 +232,40 @@ def test_sizes_the_machine_cannot_hold_are_refused_up_front_and_no_folder_is_lef
     with pytest.raises(OSError, match="disk full"):
         world.write(tmp_path / "mine", progress=False)
     assert (tmp_path / "mine").is_dir()  # a folder the user had is kept
+
+
+def test_skin_texture_is_off_by_default_and_only_touches_the_head():
+    plain = MiniWorld(seed=3, n_identities=2, images_per_identity=3)
+    zero = MiniWorld(seed=3, n_identities=2, images_per_identity=3, skin_texture=0.0)
+    tex = MiniWorld(seed=3, n_identities=2, images_per_identity=3, skin_texture=12.0)
+    for i in range(6):
+        a, b, t = plain.image_uint8(i), zero.image_uint8(i), tex.image_uint8(i)
+        assert np.array_equal(a, b)  # the option off: the world as before, byte for byte
+        diff = np.abs(t.astype(int) - a.astype(int)).sum(-1)
+        assert diff[:6, :6].max() == 0 and diff[:6, -6:].max() == 0  # background corners untouched
+        assert diff[24:40, 24:40].mean() > 8  # the face centre carries the texture (std 12 levels)
+    with pytest.raises(ValueError, match="skin_texture"):
+        MiniWorld(seed=0, n_identities=1, images_per_identity=3, skin_texture=-1.0)
+
+
+def test_skin_texture_belongs_to_the_identity_and_moves_with_the_pose():
+    import dataclasses
+
+    from erasablemask.experiments.data.miniworld_render import render_face, skin_texture_field
+
+    f0, f1 = skin_texture_field(0, 0, 0.025), skin_texture_field(0, 1, 0.025)
+    assert np.array_equal(f0, skin_texture_field(0, 0, 0.025))  # deterministic
+    assert np.allclose(f0.std(axis=(1, 2)), 1.0) and np.allclose(f0.mean(axis=(1, 2)), 0.0, atol=1e-9)
+    assert abs(np.corrcoef(f0.ravel(), f1.ravel())[0, 1]) < 0.1  # identities differ
+    world = MiniWorld(seed=0, n_identities=1, images_per_identity=3)
+    ident, p = world.identities[0], world._params[0]
+
+    def residual(params):
+        with_tex = render_face(ident, params, 64, 4, texture=f0, texture_amplitude=20.0).astype(float)
+        return with_tex - render_face(ident, params, 64, 4).astype(float)
+
+    moved = dataclasses.replace(p, shift=(p.shift[0] + 4 / 64, p.shift[1]))  # the face 4 px to the right
+    r0, r1 = residual(p), residual(moved)
+    a, b = r0[20:44, 20:40], r1[20:44, 24:44]  # the same face region in both images
+    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.8  # the texture went with the face
+    assert abs(np.corrcoef(a.ravel(), r1[20:44, 20:40].ravel())[0, 1]) < 0.5  # not painted on the image
