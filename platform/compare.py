@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -330,7 +331,9 @@ def run_comparison(
             tracker.log_params(
                 parent_id, {"compare.name": cmp.name, "compare.split": cmp.split, "compare.methods": list(cmp.methods)}
             )
-        for name, hp in cmp.methods.items():
+        for k, (name, hp) in enumerate(cmp.methods.items(), 1):
+            if progress:
+                print(f"compare: [{k}/{len(cmp.methods)}] {name}", file=sys.stderr, flush=True)
             protection = build_method(name, hp, surrogates, resources)
             timed = _Timed(protection)
             child = None

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import Tensor
 
+from erasablemask.experiments.devices import resolve_device
 from erasablemask.experiments.errors import UserError
 from erasablemask.experiments.fr_tools.mini_calibration import calibrate_mini_model, embed
 from erasablemask.experiments.fr_tools.mini_training import MarginHead, augment, torch_threads
@@ -181,7 +182,7 @@ def _as_float(x: Tensor) -> Tensor:
 
 def adversarial_finetune(model: FaceRecognizer, images: Tensor, labels: Tensor, margin: MarginRecipe,
                          recipe: AdvRecipe, *, threads: int | None = None, progress: bool = True,
-                         device: str | torch.device = "cpu") -> dict:
+                         device: str | torch.device = "auto") -> dict:
     """Fine-tune ``model`` in place on PGD examples of ``(images, labels)`` with ``margin``'s head.
 
     Args:
@@ -196,6 +197,7 @@ def adversarial_finetune(model: FaceRecognizer, images: Tensor, labels: Tensor, 
     n_classes = int(labels.max()) + 1
     with torch_threads(threads):
         torch.manual_seed(recipe.seed)
+        device = resolve_device(device, announce=False) if isinstance(device, str) else device
         model.to(device)
         head = MarginHead(model.spec.embedding_size, n_classes, kind=margin.kind, scale=margin.scale,
                           margin=margin.margin).to(device)

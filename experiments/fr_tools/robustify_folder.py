@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from erasablemask.experiments.data.image_io import IMAGE_EXTENSIONS, load_image_tensor
+from erasablemask.experiments.devices import resolve_device
 from erasablemask.experiments.errors import UserError
 from erasablemask.experiments.fr_tools.calibration import (
     DEFAULT_FARS,
@@ -99,7 +100,7 @@ def _calibrate_on_pairs(name: str, model: FaceRecognizer, df: pd.DataFrame, imag
 def robustify_folder(base: str, name: str, data: str | Path, pairs: str | Path, images: str | Path,
                      recipe: AdvRecipe, *, weights: str | Path | None = None, far: float = 0.01,
                      attack_eps_255: float = 8.0, attack_steps: int = 10, n_attack: int = 100,
-                     threads: int | None = None, device: str = "cpu", progress: bool = True) -> list[dict]:
+                     threads: int | None = None, device: str | torch.device = "auto", progress: bool = True) -> list[dict]:
     """Fine-tune ``base`` on ``data``, save entry ``name``, calibrate both on ``pairs``, measure both.
 
     Returns:
@@ -110,6 +111,7 @@ def robustify_folder(base: str, name: str, data: str | Path, pairs: str | Path, 
     """
     check_entry_name(name)
     margin = margin_recipe(base)
+    device = resolve_device(device, announce=False) if isinstance(device, str) else device
     train_paths, train_ids = identity_folder(data)
     images = Path(images)
     df = read_pairs(pairs, images)

@@ -373,7 +373,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rob.add_argument("--pairs", type=Path, default=None, help="calibration/test pairs CSV a,b,same (other identities)")
     rob.add_argument("--images", type=Path, default=None, help="folder the pair paths are relative to")
     rob.add_argument("--weights", type=Path, default=None, help="base weights file instead of its default source")
-    rob.add_argument("--device", default="cpu", help="torch device for fine-tuning a real model (default cpu)")
+    rob.add_argument("--device", default="auto",
+                     help="torch device for fine-tuning a real model: auto (CUDA if any, else CPU), cpu, cuda, cuda:1")
     rob.add_argument("--eps", type=float, default=8.0, help="training PGD L-inf budget in /255 (default 8)")
     rob.add_argument("--steps", type=int, default=5, help="training PGD steps (default 5)")
     rob.add_argument("--epochs", type=int, default=3, help="adversarial epochs (default 3)")

@@ -249,7 +249,7 @@ def test_evaluating_a_run_folder_gives_records_and_the_summary_they_imply(run_fo
     back = read_records(write_records(records, tmp_path / "records.parquet"))
     pd.testing.assert_frame_equal(back, records)
     summary = json.loads(json.dumps(report.summary_json()))  # what evaluation.json holds
-    assert summary["metrics"] == report.metrics and summary["records_schema_version"] == 2
+    assert summary["metrics"] == report.metrics and summary["records_schema_version"] == 3
     assert (summary["n_images"], summary["stage"], summary["method"]) == (12, 2, "erasablemask")
 
 

@@ -181,7 +181,7 @@ def test_a_config_names_the_robust_entry_and_build_fr_models_gives_it_calibrated
     cfg = load_config("miniworld_demo", [
         "seed=0", "data.image_size=64", f"{m}.n_identities=20", f"{m}.images_per_identity=16",
         f"{m}.heldout_identities=6", f"{m}.fr_extra_identities=40", f"{m}.fr_extra_images_per_identity=8",
-        f"{m}.fr_epochs=6", f"attack.black_box=[mini_mobileface_arc_s0, {NAME}]",
+        f"{m}.fr_epochs=6", f"{m}.skin_texture=0", f"attack.black_box=[mini_mobileface_arc_s0, {NAME}]",
     ])
     assert zoo_world(cfg) == TINY
     model = build_fr_models(cfg, [NAME], "cpu", progress=False)[NAME]
