@@ -159,12 +159,9 @@ class MethodResources:
 
     def stage1_checkpoint(self) -> str:
         """The run's stage-1 checkpoint (``stage1/final``, else the newest complete one): a teacher's ``inputs``."""
-        from erasablemask.experiments.curriculum.checkpoint import find_latest_checkpoint
+        from erasablemask.experiments.curriculum.checkpoint import finished_stage_checkpoint
 
-        final = self.run / "stage1" / "final"
-        if (final / "state.json").is_file():
-            return str(final)
-        latest = find_latest_checkpoint(self.run / "stage1", stage=1, complete=True)
+        latest = finished_stage_checkpoint(self.run, 1)
         if latest is None:
             raise FileNotFoundError(
                 f"run '{self.run}' has no complete stage-1 checkpoint (a generator method's "

@@ -146,15 +146,15 @@ def ensure_stage1(
     cfg: ErasableMaskConfig, cache_root: Path, *, runner: str, max_steps_per_epoch: int | None, progress: bool
 ) -> Stage1:
     """The cached stage-1 checkpoint for ``cfg``, trained here (untracked, under a lock) if it is not there yet."""
-    from erasablemask.experiments.curriculum.checkpoint import read_checkpoint_meta
+    from erasablemask.experiments.curriculum.checkpoint import finished_stage_checkpoint
     from erasablemask.platform.pipeline import run_pipeline
 
     key = stage1_key(cfg, max_steps_per_epoch)
     folder = cache_root / key
-    final = folder / "stage1" / "final"
     with _file_lock(cache_root / f".{key}.lock") as waited:
-        if (final / "state.json").is_file() and read_checkpoint_meta(final).get("complete", False):
-            return Stage1(final, key, trained=False, wait_s=waited, train_s=0.0, epochs_s=0.0)
+        done = finished_stage_checkpoint(folder, 1)  # in process: no stage1/final, the newest complete one
+        if done is not None:
+            return Stage1(done, key, trained=False, wait_s=waited, train_s=0.0, epochs_s=0.0)
         t0 = time.perf_counter()
         cfg = cfg.model_copy(deep=True)
         cfg.compute.storage_path = folder / "ray"  # the cache's own Ray storage, not the first trial's

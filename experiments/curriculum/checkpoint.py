@@ -58,7 +58,7 @@ from erasablemask.models.integrity import read_json, read_safetensors, verify_ma
 __all__ = [
     "FORMAT", "STAGE_SECTIONS", "CheckpointMismatch", "Checkpoint", "save_checkpoint", "load_checkpoint",
     "read_checkpoint_meta",
-    "find_latest_checkpoint", "verify_checkpoint", "resume_mismatches", "CHECKPOINT_FILES", "encode_tree", "decode_tree", "config_mismatches", "capture_rng", "restore_rng",
+    "find_latest_checkpoint", "finished_stage_checkpoint", "verify_checkpoint", "resume_mismatches", "CHECKPOINT_FILES", "encode_tree", "decode_tree", "config_mismatches", "capture_rng", "restore_rng",
 ]
 
 FORMAT = "erasablemask-checkpoint-v1"
@@ -429,6 +429,19 @@ def resume_mismatches(
 def find_latest_checkpoint(root: Path, *, stage: int, complete: bool = False) -> Path | None:
     """The checkpoint of ``stage`` under ``root`` with the most steps (only complete ones if asked)."""
     return _latest_in(Path(root), stage, complete)
+
+
+def finished_stage_checkpoint(run_dir: Path, stage: int) -> Path | None:
+    """A run folder's finished stage: ``stage<k>/final`` (the Ray runner's copy), else the newest complete checkpoint.
+
+    ``None`` when the stage has no complete checkpoint there.
+    """
+    final = Path(run_dir) / f"stage{stage}" / "final"
+    if (final / "state.json").is_file():
+        meta = read_checkpoint_meta(final)
+        if _stage_key(meta["stage"]) == stage and meta.get("complete", False):
+            return final
+    return find_latest_checkpoint(Path(run_dir) / f"stage{stage}", stage=stage, complete=True)
 
 
 def _latest_in(root: Path, stage: int | str, complete: bool, *, before: int | None = None,

@@ -49,7 +49,7 @@ def resolve_protection_checkpoint(path: Path) -> Path:
         FileNotFoundError: ``path`` does not exist, or is a folder with no
             complete stage-2 or stage-3 checkpoint.
     """
-    from erasablemask.experiments.curriculum.checkpoint import find_latest_checkpoint, read_checkpoint_meta
+    from erasablemask.experiments.curriculum.checkpoint import finished_stage_checkpoint
 
     path = Path(path)
     if (path / "state.json").is_file():
@@ -57,12 +57,7 @@ def resolve_protection_checkpoint(path: Path) -> Path:
     if not path.is_dir():
         raise FileNotFoundError(f"'{path}' does not exist; pass a run folder or a stage-2/3 checkpoint directory")
     for stage in PROTECTION_STAGES:
-        final = path / f"stage{stage}" / "final"
-        if (final / "state.json").is_file():
-            meta = read_checkpoint_meta(final)
-            if int(meta["stage"]) == stage and meta.get("complete", False):
-                return final
-        latest = find_latest_checkpoint(path / f"stage{stage}", stage=stage, complete=True)
+        latest = finished_stage_checkpoint(path, stage)
         if latest is not None:
             return latest
     raise FileNotFoundError(

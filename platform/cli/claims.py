@@ -15,6 +15,13 @@ meta-auxiliary − ensemble and meta-auxiliary − first-order of ASR.
 
 A seed is a new mini-world (and mini FR zoo, trained and cached once per
 seed) and a new target choice, so seeds also vary the targets.
+
+Stage 1 (the attribute GAN) does not depend on the attack method
+(``STAGE_SECTIONS[1]``), so the methods of one seed share one stage-1
+checkpoint, trained once into ``OUT/stage1_cache/<key>`` (the sweeps' cache,
+:func:`~erasablemask.platform.sweep.ensure_stage1`, keyed by the digest of
+everything stage 1 depends on); each run folder then holds stages 2-3.
+``--own-stage1`` trains stage 1 in every run instead.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ def _claims(args: argparse.Namespace) -> int:
     from erasablemask.experiments.evaluation.records import read_records
     from erasablemask.platform.evaluation_run import RECORDS_PARQUET
     from erasablemask.platform.pipeline import run_pipeline
+    from erasablemask.platform.sweep import STAGE1_CACHE, ensure_stage1
 
     methods = list(dict.fromkeys(args.methods))
     unknown = [m for m in methods if m not in METHODS]
@@ -56,9 +64,20 @@ def _claims(args: argparse.Namespace) -> int:
         done = run_dir / RECORDS_PARQUET
         if not done.is_file():
             print(f"erasablemask claims: seed {s}, {m} -> {run_dir}", flush=True)
+            inputs, stages = None, (1, 2, 3)
+            if not args.own_stage1:
+                stage1 = ensure_stage1(
+                    cfg, out / STAGE1_CACHE, runner="in-process", max_steps_per_epoch=args.max_steps_per_epoch,
+                    progress=True,
+                )
+                print(f"erasablemask claims: stage 1 {'trained' if stage1.trained else 'reused'}: "
+                      f"{stage1.checkpoint}", flush=True)
+                inputs, stages = stage1.checkpoint, (2, 3)
             run_pipeline(
                 cfg,
                 run_dir=run_dir,
+                stages=stages,
+                inputs=inputs,
                 runner="in-process",
                 evaluate=True,
                 track=not args.no_track,
@@ -95,6 +114,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--methods", nargs="+", default=list(METHODS), help=f"attack methods (default {list(METHODS)})")
     p.add_argument("--out", required=True, help="folder of the runs and the claims table")
     p.add_argument("--no-track", action="store_true", help="do not record the runs in MLflow")
+    p.add_argument("--own-stage1", action="store_true",
+                   help="train stage 1 in every run (default: the methods of a seed share one stage-1 checkpoint)")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap replicates")
     p.add_argument("--max-steps-per-epoch", type=int, default=None, help=argparse.SUPPRESS)  # tests
     p.set_defaults(handler=_claims)
