@@ -267,6 +267,28 @@ def _train_mini(args: argparse.Namespace) -> int:
     return 0
 
 
+def _robustify_world(args: argparse.Namespace):
+    """The mini-world a mini model is robustified on: the ``--config``'s (its ``data.miniworld`` and seed), else
+    the schema defaults'; ``--world-seed`` and ``--base-epochs`` override either."""
+    from erasablemask.experiments.fr_tools.mini_world import MiniZooWorld
+
+    if args.config is None:
+        if args.overrides:
+            raise ValueError(f"fr robustify --set {args.overrides[0]!r} needs --config (the experiment config it "
+                             f"changes), e.g. --config miniworld_demo")
+        return MiniZooWorld(**{k: v for k, v in (("seed", args.world_seed), ("epochs", args.base_epochs))
+                               if v is not None})
+    from erasablemask.experiments.config.loading import load_config
+    from erasablemask.experiments.data.splits import zoo_world
+
+    overrides = [*args.overrides]
+    if args.world_seed is not None:
+        overrides.append(f"seed={args.world_seed}")
+    if args.base_epochs is not None:
+        overrides.append(f"data.miniworld.fr_epochs={args.base_epochs}")
+    return zoo_world(load_config(args.config, overrides))
+
+
 def _robustify(args: argparse.Namespace) -> int:
     from erasablemask.experiments.errors import UserError
     from erasablemask.experiments.fr_tools import robustify as rb
@@ -291,13 +313,10 @@ def _robustify(args: argparse.Namespace) -> int:
             rows = robustify_folder(args.model, name, args.data, args.pairs, args.images, recipe,
                                     weights=args.weights, device=args.device, **evaluation)
         else:
-            from erasablemask.experiments.fr_tools.mini_world import MiniZooWorld
-
             if args.model not in MINI_RECIPES:
                 raise UserError(f"'{args.model}' is not a mini-world model: give its training data with --data DIR "
                                 f"(identity subfolders) and calibration pairs with --pairs CSV --images DIR")
-            world = MiniZooWorld(**{k: v for k, v in (("seed", args.world_seed), ("epochs", args.base_epochs))
-                                    if v is not None})
+            world = _robustify_world(args)
             rows = rb.robustify_mini(name, world, recipe, base=args.model, **evaluation)
     except (UserError, *_BAD_INPUT) as e:
         return _fail(e)
@@ -382,6 +401,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rob.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate (default 1e-3)")
     rob.add_argument("--clean-weight", type=float, default=0.0, help="weight of the clean loss (default 0: Madry)")
     rob.add_argument("--adv-seed", type=int, default=0, help="seed of shuffling, augmentation, PGD starts")
+    rob.add_argument("--config", default=None,
+                     help="experiment config whose mini-world the mini model belongs to (e.g. miniworld_demo: "
+                          "the demo's textured world; default: the schema's default world)")
+    rob.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                     help="override of --config (repeatable), e.g. --set data.miniworld.skin_texture=0")
     rob.add_argument("--world-seed", type=int, default=None, help="mini-world seed (mini models; default 0)")
     rob.add_argument("--base-epochs", type=int, default=None, help="mini-world epochs override of the base model")
     rob.add_argument("--far", type=float, default=0.01, help="operating point of the table (default 0.01)")

@@ -111,6 +111,9 @@ def test_pgd_moves_the_robust_model_less_than_the_base_on_a_fixed_batch(home):
         (["mini_iresnet_arc_s0", "--eps", "0"], "eps"),
         (["mini_iresnet_arc_s0", "--name", "mini_irse_cos_s0"], "is a registered FR model"),
         (["mini_iresnet_arc_s0", "--name", "../x"], "must be letters"),
+        (["mini_iresnet_arc_s0", "--set", "seed=1"], "needs --config"),
+        (["mini_iresnet_arc_s0", "--config", "miniworld_demo", "--set", "data.miniworld.no_such_key=1"],
+         "no_such_key"),
     ],
 )
 def test_cli_refuses_bad_input_with_one_line_and_exit_2_before_training(argv, says, tmp_path, monkeypatch, capsys):
@@ -187,3 +190,22 @@ def test_a_config_names_the_robust_entry_and_build_fr_models_gives_it_calibrated
     model = build_fr_models(cfg, [NAME], "cpu", progress=False)[NAME]
     assert model.spec.name == NAME and model.calibration_set == calibration_set_id(TINY)
     assert model.weights_digest == build(NAME, weights=path, calibration=calibration_set_id(TINY)).weights_digest
+
+
+def test_cli_world_is_the_configs_with_seed_and_epochs_overrides():
+    """``--config`` gives the config's mini-world (the demo's is textured); without it the schema default's."""
+    import argparse
+
+    from erasablemask.experiments.config.loading import load_config
+    from erasablemask.experiments.data.splits import zoo_world
+    from erasablemask.platform.cli.fr import _robustify_world
+
+    def world(**kw):
+        args = dict(config=None, overrides=[], world_seed=None, base_epochs=None) | kw
+        return _robustify_world(argparse.Namespace(**args))
+
+    demo = world(config="miniworld_demo")
+    assert demo == zoo_world(load_config("miniworld_demo")) and demo.skin_texture > 0
+    assert world(config="miniworld_demo", world_seed=3, base_epochs=2) == zoo_world(
+        load_config("miniworld_demo", ["seed=3", "data.miniworld.fr_epochs=2"]))
+    assert world().skin_texture == 0 and world(world_seed=3).seed == 3
