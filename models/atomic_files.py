@@ -5,13 +5,17 @@
   onto the destination (``os.replace``) only when complete, so a reader (or
   a crash) never sees half a file; on error the temporary file is removed.
   :func:`atomic_dir` does the same for a folder (checkpoints).
+- :func:`file_lock`: the one advisory lock between processes (a cached
+  model trained once, a file downloaded once, a shared stage-1 checkpoint).
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -77,3 +81,21 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
+
+
+@contextmanager
+def file_lock(lock_path: str | Path) -> Iterator[float]:
+    """Hold an exclusive advisory ``flock`` on ``lock_path`` (created, with its folder, if absent).
+
+    Serialises processes on one machine or a shared file system (two trainings of the same cached model, two
+    downloads of one file); yields the seconds spent waiting for it.
+    """
+    lock_path = Path(lock_path)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with open(lock_path, "a+b") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield time.perf_counter() - t0
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)

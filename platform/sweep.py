@@ -60,7 +60,6 @@ cluster's CPUs less the drivers', divided by ``max_concurrent``), so
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import math
@@ -77,7 +76,7 @@ from erasablemask.experiments.config.loading import load_config
 from erasablemask.experiments.config.schema import ErasableMaskConfig
 from erasablemask.experiments.config.sweep import SweepConfig
 from erasablemask.experiments.curriculum.checkpoint import STAGE_SECTIONS
-from erasablemask.models.atomic_files import write_text_atomic
+from erasablemask.models.atomic_files import file_lock, write_text_atomic
 from erasablemask.platform.tracking import _experiment_id, check_tracking_uri
 
 if TYPE_CHECKING:
@@ -119,19 +118,6 @@ def stage1_key(cfg: ErasableMaskConfig, max_steps_per_epoch: int | None) -> str:
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[float]:
-    """Exclusive ``flock`` on ``path`` (one machine or a shared file system); yields the seconds waited."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield time.perf_counter() - t0
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 @dataclass
 class Stage1:
     checkpoint: Path
@@ -151,7 +137,7 @@ def ensure_stage1(
 
     key = stage1_key(cfg, max_steps_per_epoch)
     folder = cache_root / key
-    with _file_lock(cache_root / f".{key}.lock") as waited:
+    with file_lock(cache_root / f".{key}.lock") as waited:
         done = finished_stage_checkpoint(folder, 1)  # in process: no stage1/final, the newest complete one
         if done is not None:
             return Stage1(done, key, trained=False, wait_s=waited, train_s=0.0, epochs_s=0.0)

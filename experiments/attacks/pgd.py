@@ -152,10 +152,14 @@ class SignedGradientAttack(Attack):
         super().__post_init__()
         self.budget = AdditiveBudget(self.eps)
         self.options = TransferOptions(
-            getattr(self, "momentum", 0.0),  # FGSM has no momentum
+            self._momentum(),
             self.input_diversity, self.di_prob, self.di_resize_rate,
             self.translation_invariance, self.ti_kernel, self.ti_sigma,
         )
+
+    def _momentum(self) -> float:
+        """MI decay μ of the steps (a one-step FGSM has none)."""
+        return 0.0
 
     def _signed_steps(self, x: Tensor, x_target: Tensor, *, steps: int, alpha: float) -> Tensor:
         return signed_gradient_attack(
@@ -195,6 +199,9 @@ class PGD(SignedGradientAttack):
             raise ValueError(f"attack '{self.name}': steps must be >= 1; got {self.steps}")
         if not 0.0 < self.alpha <= 1.0:
             raise ValueError(f"attack '{self.name}': alpha must be in (0, 1] ([0, 1]-image units); got {self.alpha}")
+
+    def _momentum(self) -> float:
+        return self.momentum
 
     def _attack(self, x, x_target, *, att_a, att_b):
         return self._signed_steps(x, x_target, steps=self.steps, alpha=self.alpha)

@@ -29,15 +29,14 @@ config's world (:func:`erasablemask.experiments.data.splits.zoo_world`).
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import torch
 from safetensors.torch import save_file
@@ -47,7 +46,7 @@ from erasablemask.experiments.fr_tools.mini_calibration import calibrate_mini_mo
 from erasablemask.experiments.fr_tools.mini_training import torch_threads, train_mini_model
 from erasablemask.experiments.fr_tools.mini_world import MiniZooWorld, calibration_set_id, training_data
 from erasablemask.experiments.progress import progress_bar
-from erasablemask.models.atomic_files import atomic_path
+from erasablemask.models.atomic_files import atomic_path, file_lock
 from erasablemask.models.fr.download import sha256_file
 from erasablemask.models.fr.mini_zoo import MINI_RECIPES, MiniRecipe, build_mini_recognizer, load_mini_weights
 from erasablemask.models.fr.registry import FaceRecognizer, build, cache_dir, read_calibration, weights_digest
@@ -87,16 +86,9 @@ def mini_weights_path(name: str, world: MiniZooWorld) -> Path:
     return cache_dir() / "mini_fr" / f"{name}-{config_hash(name, world)}.safetensors"
 
 
-@contextmanager
-def _training_lock(path: Path) -> Iterator[None]:
+def training_lock(path: Path) -> AbstractContextManager[float]:
     """Exclusive lock per weights file, so that two processes never train the same model at once."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.parent / f".{path.name}.lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    return file_lock(path.parent / f".{path.name}.lock")
 
 
 def _train_and_save(
@@ -104,7 +96,7 @@ def _train_and_save(
 ) -> None:
     """Train ``name`` on ``data()`` and save it, unless its weights file exists (checked under the lock)."""
     path = mini_weights_path(name, world)
-    with _training_lock(path):
+    with training_lock(path):
         if path.is_file():  # another process trained it while we waited
             _seal_once(path)
             return

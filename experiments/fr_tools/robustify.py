@@ -51,7 +51,7 @@ from erasablemask.experiments.fr_tools.mini_world import (
     population_world,
     training_data,
 )
-from erasablemask.experiments.fr_tools.mini_zoo import _training_lock, ensure_mini_model
+from erasablemask.experiments.fr_tools.mini_zoo import ensure_mini_model, training_lock
 from erasablemask.experiments.progress import progress_bar
 from erasablemask.models.atomic_files import atomic_path
 from erasablemask.models.fr.download import sha256_file
@@ -299,7 +299,7 @@ def ensure_robust_mini(name: str, world: MiniZooWorld, recipe: AdvRecipe | None 
     data_id = _world_id(world)
     key = robust_key(model.weights_digest, recipe, data_id)
     path = robust_dir() / f"{name}-{key}.safetensors"
-    with _training_lock(path):
+    with training_lock(path):
         if not path.is_file():
             images, labels = training_data(world)
             info = adversarial_finetune(model, images, labels, margin, recipe, threads=threads, progress=progress)

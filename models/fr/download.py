@@ -26,8 +26,6 @@ weights.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import http.client
 import os
@@ -36,9 +34,10 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Iterator
 
 from tqdm.auto import tqdm
+
+from erasablemask.models.atomic_files import file_lock
 
 __all__ = ["OfflineError", "fetch", "sha256_file"]
 
@@ -58,17 +57,6 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-@contextlib.contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    """Hold an exclusive advisory lock on ``lock_path`` (created if absent)."""
-    with open(lock_path, "a+b") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def _content_range_start(header: str | None) -> int | None:
@@ -155,7 +143,7 @@ def fetch(
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
-    with _locked(dest.with_name(dest.name + ".lock")):
+    with file_lock(dest.with_name(dest.name + ".lock")):
         if dest.is_file():
             if sha256_file(dest) == sha256:
                 return dest
