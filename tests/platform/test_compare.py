@@ -156,56 +156,17 @@ def test_bad_comparison_files_are_refused_before_any_work(tmp_path: Path):
 def test_the_table_shows_asr_per_black_box_model_with_intervals_and_esr_only_where_a_method_erases():
     from erasablemask.platform.compare import comparison_table
 
+    def row(method, model, role, kind, rate, value, spread):
+        return dict(method=method, model=model, role=role, transform="none", kind=kind, rate=rate, value=value,
+                    lo=value - spread, hi=value + spread, n=20, n_identities=5)
+
     rows = []
     for method, erases in (("pgd", False), ("erasablemask", True)):
         for model, role in (("s1", "surrogate"), ("b1", "black_box"), ("b2", "black_box")):
-            rows.append(
-                dict(
-                    method=method,
-                    model=model,
-                    role=role,
-                    transform="none",
-                    kind="clean",
-                    rate="asr",
-                    value=0.0,
-                    lo=0.0,
-                    hi=0.0,
-                    n=20,
-                    n_identities=5,
-                )
-            )
-            value = 0.5 if model == "b1" else 0.25
-            rows.append(
-                dict(
-                    method=method,
-                    model=model,
-                    role=role,
-                    transform="none",
-                    kind="protected",
-                    rate="asr",
-                    value=value,
-                    lo=value - 0.1,
-                    hi=value + 0.1,
-                    n=20,
-                    n_identities=5,
-                )
-            )
+            rows.append(row(method, model, role, "clean", "asr", 0.0, 0.0))
+            rows.append(row(method, model, role, "protected", "asr", 0.5 if model == "b1" else 0.25, 0.1))
             if erases:
-                rows.append(
-                    dict(
-                        method=method,
-                        model=model,
-                        role=role,
-                        transform="none",
-                        kind="protected",
-                        rate="esr",
-                        value=0.9,
-                        lo=0.8,
-                        hi=1.0,
-                        n=20,
-                        n_identities=5,
-                    )
-                )
+                rows.append(row(method, model, role, "protected", "esr", 0.9, 0.1))
     lines = comparison_table(
         pd.DataFrame(rows),
         black_box=["b1", "b2"],
