@@ -29,11 +29,18 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from erasablemask.experiments.config.loading import load_config
 from erasablemask.experiments.data.splits import zoo_world
-from erasablemask.experiments.fr_tools.mini_report import format_transfer, pgd_impersonate, zoo_quality
+from erasablemask.experiments.evaluation.metrics import identity_bootstrap_interval
+from erasablemask.experiments.fr_tools.mini_report import (
+    format_transfer,
+    gradient_alignment,
+    pgd_impersonate,
+    zoo_quality,
+)
 from erasablemask.experiments.fr_tools.mini_world import MiniZooWorld, population_world, source_split_indices
 from erasablemask.experiments.fr_tools.mini_zoo import build_mini_model, ensure_mini_zoo
 
@@ -42,7 +49,7 @@ BLACK_BOX = ["mini_mobileface_arc_s0", "mini_iresnet_cos_s1", "mini_mobileface_c
 
 
 def pairs(world: MiniZooWorld, n: int, seed: int = 0):
-    """``n`` (source test image, target attack photo, other target photo) triples."""
+    """``n`` (source test image, target attack photo, other target photo) triples, and the sources' identities."""
     pop = population_world(world)
     sources = source_split_indices(world, "test")
     per = pop.images_per_identity
@@ -54,7 +61,7 @@ def pairs(world: MiniZooWorld, n: int, seed: int = 0):
         a, b = torch.randperm(world.images_per_identity, generator=gen)[:2].tolist()
         tgt.append(t * per + a)
         ev.append(t * per + b)
-    return pop.images(src), pop.images(tgt), pop.images(ev)
+    return pop.images(src), pop.images(tgt), pop.images(ev), [i // per for i in src]
 
 
 @torch.no_grad()
@@ -95,7 +102,7 @@ def main() -> None:
         )
 
     models = {n: build_mini_model(n, world, progress=False) for n in paths}
-    src, tgt, ev = pairs(world, args.pairs)
+    src, tgt, ev, src_ids = pairs(world, args.pairs)
     results = {"quality": quality, "eps": {}}
     for eps in args.eps:
         budget = 2 * eps / 255  # [-1, 1] units
@@ -113,6 +120,24 @@ def main() -> None:
         bb = {n: m["ensemble of surrogates"][n] for n in BLACK_BOX}
         print("ensemble -> black-box: " + "  ".join(f"{n} {v:.2f} (clean {m['clean'][n]:.2f})" for n, v in bb.items()))
         results["eps"][str(eps)] = m
+    print(
+        f"\nwhat limits transfer: the surrogate ensemble's impersonation gradient against each model's own, at the "
+        f"clean sources ({args.pairs} pairs; mean [95 % interval over source identities]):"
+    )
+    align = gradient_alignment([models[n] for n in SURROGATES], models, src, tgt)
+    clusters = np.asarray(src_ids)
+    results["gradient_alignment"] = {}
+    print(f"{'model':<24}{'role':<11}{'cosine':>24}{'sign agreement':>26}")
+    for n, a in align.items():
+        cells, row = [], {}
+        for key in ("cosine", "sign_agreement"):
+            v = a[key].numpy().astype(float)
+            lo, hi = identity_bootstrap_interval(v, clusters)
+            row[key] = {"mean": float(v.mean()), "lo": lo, "hi": hi}
+            cells.append(f"{v.mean():.3f} [{lo:.3f}, {hi:.3f}]")
+        role = "surrogate" if n in SURROGATES else "black-box"
+        print(f"{n:<24}{role:<11}{cells[0]:>24}{cells[1]:>26}")
+        results["gradient_alignment"][n] = row
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -109,6 +109,41 @@ def pgd_impersonate(
     return x_adv.detach()
 
 
+def _impersonation_gradient(models: Sequence[FaceRecognizer], sources: Tensor, targets: Tensor) -> Tensor:
+    """``∇_x`` of :func:`pgd_impersonate`'s loss (mean over ``models`` of ``1 − cos``) at the clean ``sources``."""
+    with torch.no_grad():
+        goals = [m.eval()(targets) for m in models]
+    x = sources.clone().requires_grad_(True)
+    loss = sum((1 - (m(x) * g).sum(1)).sum() for m, g in zip(models, goals)) / len(models)
+    (grad,) = torch.autograd.grad(loss, x)
+    return grad.flatten(1)
+
+
+def gradient_alignment(
+    surrogates: Sequence[FaceRecognizer], models: Mapping[str, FaceRecognizer], sources: Tensor, targets: Tensor
+) -> dict[str, dict[str, Tensor]]:
+    """How far the surrogates' impersonation gradient points where each model's does: what limits transfer.
+
+    Per pair, at the clean source: the cosine between the input gradient of the surrogate ensemble's loss and
+    that of the model's own loss, and the share of pixels where their signs agree (what a signed-gradient step
+    uses; 0.5 = unrelated). A black-box model the ensemble's steps do not move is one whose gradient is
+    orthogonal to the ensemble's: transfer cannot exceed what this alignment allows.
+
+    Returns:
+        ``{model: {"cosine": (N,), "sign_agreement": (N,)}}``.
+    """
+    check_image_range(sources, "sources")
+    g_ens = _impersonation_gradient(list(surrogates), sources, targets)
+    out = {}
+    for name, model in models.items():
+        g = _impersonation_gradient([model], sources, targets)
+        out[name] = {
+            "cosine": torch.nn.functional.cosine_similarity(g, g_ens, dim=1),
+            "sign_agreement": (g.sign() == g_ens.sign()).float().mean(1),
+        }
+    return out
+
+
 def impersonation_pairs(
     world: MiniWorld, identities: Sequence[int], n: int, seed: int = 0
 ) -> tuple[Tensor, Tensor, Tensor]:

@@ -247,6 +247,19 @@ def test_attack_on_one_model_transfers_only_partly_to_another_family(home):
     assert corr < 0.9, corr
 
 
+def test_gradient_alignment_is_one_on_itself_and_partial_across_families(home):
+    from erasablemask.experiments.fr_tools.mini_report import gradient_alignment
+
+    models = {n: build_mini_model(n, TINY) for n in (A, B)}
+    src, tgt, _ = impersonation_pairs(population_world(TINY), TINY.heldout, 8, seed=0)
+    own = gradient_alignment([models[A]], models, src, tgt)
+    assert torch.allclose(own[A]["cosine"], torch.ones(8), atol=1e-5) and bool((own[A]["sign_agreement"] == 1).all())
+    assert own[B]["cosine"].shape == (8,) and float(own[B]["cosine"].abs().mean()) < 0.9
+    assert 0.0 < float(own[B]["sign_agreement"].mean()) < 0.95
+    pair = gradient_alignment([models[A], models[B]], models, src, tgt)  # the ensemble leans on both
+    assert float(pair[B]["cosine"].mean()) > float(own[B]["cosine"].mean())
+
+
 # ------------------------------------------------------------------- no global state: explicit worlds
 
 
