@@ -126,7 +126,7 @@ def gradient_alignment(
 
     Per pair, at the clean source: the cosine between the input gradient of the surrogate ensemble's loss and
     that of the model's own loss, and the share of pixels where their signs agree (what a signed-gradient step
-    uses; 0.5 = unrelated). A black-box model the ensemble's steps do not move is one whose gradient is
+    uses; 0.5 = unrelated), among the pixels the ensemble's gradient reaches (not those outside the face crop). A black-box model the ensemble's steps do not move is one whose gradient is
     orthogonal to the ensemble's: transfer cannot exceed what this alignment allows.
 
     Returns:
@@ -134,12 +134,13 @@ def gradient_alignment(
     """
     check_image_range(sources, "sources")
     g_ens = _impersonation_gradient(list(surrogates), sources, targets)
+    seen = g_ens != 0  # pixels outside every model's face crop have no gradient: not counted as agreeing
     out = {}
     for name, model in models.items():
         g = _impersonation_gradient([model], sources, targets)
         out[name] = {
             "cosine": torch.nn.functional.cosine_similarity(g, g_ens, dim=1),
-            "sign_agreement": (g.sign() == g_ens.sign()).float().mean(1),
+            "sign_agreement": ((g.sign() == g_ens.sign()) & seen).sum(1) / seen.sum(1).clamp_min(1),
         }
     return out
 
