@@ -419,10 +419,12 @@ def resume_mismatches(
     """The config keys (``"key: checkpoint X, config Y"``) that keep a checkpoint's ``meta`` from serving ``purpose``.
 
     ``"resume"`` compares the sections of stages ≤ ``stage`` plus ``evaluation``
-    (stages 2, 3), ignoring ``stage<k>.epochs``; ``"input"`` the sections of stages ≤ ``stage``.
+    (stages 2, 3), ignoring ``stage<k>.epochs``; ``"input"`` the sections of stages ≤ ``stage``, ignoring
+    ``attack.black_box``: the black-box models only score validation (nothing is selected by them), so a
+    protection trained with some black-box models may be evaluated against others (Table IV's robust models).
     """
     sections = STAGE_SECTIONS[stage] + (("evaluation",) if purpose == "resume" and stage in (2, 3) else ())
-    ignore = (f"stage{stage}.epochs",) if purpose == "resume" else ()
+    ignore = (f"stage{stage}.epochs",) if purpose == "resume" else ("attack.black_box",)
     return config_mismatches(dict(meta["config"]), cfg.model_dump(mode="json"), sections, ignore)
 
 
