@@ -320,12 +320,17 @@ def adaptive_attack_and_write(
     arch: str,
     max_images: int = 0,
     n_boot: int = 1000,
+    attacker_faces: tuple[int, int] = (16, 8),
 ) -> tuple[pd.DataFrame, list[Path]]:
-    """Run the adaptive attacker and write its rows (parquet), the IDR summary (CSV) and the curve (PNG)."""
+    """Run the adaptive attacker and write its rows (parquet), the IDR summary (CSV) and the curve (PNG).
+
+    ``attacker_faces``: (identities, images per identity) of the attacker's own mini-world faces.
+    """
     from erasablemask.experiments.evaluation.adaptive_attacker import adaptive_attack
 
     rows = adaptive_attack(
-        cfg, protection, dict(models), budgets=budgets, seeds=seeds, arch=arch, max_images=max_images
+        cfg, protection, dict(models), budgets=budgets, seeds=seeds, arch=arch, max_images=max_images,
+        attacker_identities=attacker_faces[0], attacker_images_per_identity=attacker_faces[1], progress=True,
     )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -337,7 +342,9 @@ def adaptive_attack_and_write(
     with atomic_path(png) as tmp:
         tmp.write_bytes(
             adaptive_curve_png(
-                summary, f"adaptive attacker vs {protection.name} ({arch}, {len(seeds)} seeds; {cfg.data.kind})"
+                summary,
+                f"adaptive attacker vs {protection.name} ({arch}, {len(seeds)} seeds, "
+                f"{attacker_faces[0]}x{attacker_faces[1]} attacker faces; {cfg.data.kind})",
             )
         )
     return summary, [out_dir / ADAPTIVE_ROWS, Path(csv), png]

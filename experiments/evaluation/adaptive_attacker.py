@@ -183,14 +183,20 @@ def adaptive_attack(
     max_images: int = 0,
     batch_size: int = 16,
     lr: float = 1e-3,
+    attacker_identities: int = 16,
+    attacker_images_per_identity: int = 8,
+    progress: bool = False,
 ) -> pd.DataFrame:
     """The attack over seeds and budgets (module docstring); per-image rows.
+
+    ``attacker_identities`` × ``attacker_images_per_identity``: the size of the attacker's own face set on the
+    mini-world (:func:`attacker_faces`; ignored when ``data`` is given). ``progress``: a line per seed and budget.
 
     Returns:
         Columns ``who, seed, budget, model, role, sample, source_identity, cos_source, threshold, restored``
         (``restored``: ``cos_source > threshold``, the model's threshold at FAR 0.01).
     """
-    data = attacker_faces(cfg) if data is None else data
+    data = attacker_faces(cfg, attacker_identities, attacker_images_per_identity) if data is None else data
     victims = [b for b in evaluation_batches(cfg, "test", max_images) if b.x_other is not None]
     if not victims:
         raise ValueError(
@@ -238,6 +244,8 @@ def adaptive_attack(
 
         def at_budget(budget: int, net: nn.Module, seed: int = seed) -> None:
             score("attacker", [net(p).clamp(-1, 1) for p in protected], seed=seed, budget=budget)
+            if progress:
+                print(f"adaptive attacker: seed {seed}, {budget} steps on {len(data.x)} faces scored", flush=True)
 
         train_attacker_restorer(
             protection, pairs, arch=arch, budgets=budgets, seed=seed, batch_size=batch_size, lr=lr, on_budget=at_budget

@@ -226,6 +226,11 @@ def _evaluate(args: argparse.Namespace) -> int:
         bad = [t for t in args.transforms if t not in EVAL_TRANSFORMS]
         if bad:
             raise ValueError(f"--transforms: unknown {bad}; choose from {sorted(EVAL_TRANSFORMS)}")
+    if args.adaptive_attacker:
+        if any(b < 0 for b in args.budgets):
+            raise ValueError(f"--budgets {args.budgets}: attacker training steps must be >= 0")
+        if min(args.attacker_faces) < 2:
+            raise ValueError(f"--attacker-faces {args.attacker_faces}: give >= 2 identities and >= 2 images each")
     run_dir = Path(cfg_source).parent if Path(str(cfg_source)).name == "config.yaml" else None
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out = Path(args.out) if args.out else (run_dir or Path(cfg.tracking.run_dir)) / "evaluations" / f"{method}-{stamp}"
@@ -296,6 +301,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             budgets=args.budgets,
             seeds=args.seeds,
             arch=args.attacker_arch,
+            attacker_faces=tuple(args.attacker_faces),
             max_images=cfg.evaluation.max_images,
             n_boot=args.n_boot,
         )
@@ -385,4 +391,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="attacker training steps at which IDR is measured (the curve)",
     )
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="attacker seeds")
+    p.add_argument(
+        "--attacker-faces",
+        type=int,
+        nargs=2,
+        default=[16, 8],
+        metavar=("IDENTITIES", "PER_IDENTITY"),
+        help="the attacker's own mini-world faces: identities and images each (default 16 8)",
+    )
     p.set_defaults(handler=_evaluate)

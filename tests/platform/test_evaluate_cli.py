@@ -82,6 +82,10 @@ def test_bad_input_fails_before_any_work(tmp_path: Path, capsys: pytest.CaptureF
     assert "has no option 'nope'" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path), "--no-track"]) == 2  # a folder without config.yaml
     assert "pass --config" in capsys.readouterr().err
+    assert main(["evaluate", str(run), "--adaptive-attacker", "--budgets", "0", "-5", "--no-track"]) == 2
+    assert "--budgets [0, -5]" in capsys.readouterr().err
+    assert main(["evaluate", str(run), "--adaptive-attacker", "--attacker-faces", "1", "8", "--no-track"]) == 2
+    assert "--attacker-faces [1, 8]" in capsys.readouterr().err
 
 
 def test_data_replaces_the_data_section_for_the_evaluation_only(tmp_path: Path):
