@@ -114,6 +114,7 @@ def sweep_curves(records: pd.DataFrame, runs: pd.DataFrame, param: str, *, n_boo
     col = f"params.{param}"
     if col not in runs.columns:
         return None
+    runs, held = _held_fixed(runs, param)
     value_of = runs.set_index("run")[col]
     prot = records[(records["kind"] == "protected") & (records["role"] == "black_box")
                    & (records["transform"] == "none") & (records["method"] == "erasablemask")]
@@ -137,5 +138,29 @@ def sweep_curves(records: pd.DataFrame, runs: pd.DataFrame, param: str, *, n_boo
         ax.set_ylim(0, 105)
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.suptitle(f"Fig. 5: black-box ASR and ESR against {param}", fontsize=10)
+    at = "".join(f", {k.split('.')[-1]} = {v:g}" for k, v in held.items())
+    fig.suptitle(f"Fig. 5: black-box ASR and ESR against {param}{at}", fontsize=10)
     return _png(fig)
+
+
+def _held_fixed(runs: pd.DataFrame, param: str) -> tuple[pd.DataFrame, dict[str, float]]:
+    """The runs of ``param``'s curve: the other Fig. 5 parameters held at one value each (the paper varies one
+    at a time, the other at its default).
+
+    The value held is the one most runs share (ties: the middle of the tied values, e.g. β = 0.5 of a
+    0.3/0.5/0.7 grid), so a γ × β grid gives the γ curve at β = 0.5 and the paper's two lines give each
+    line at the other's default. Returns the kept runs and ``{other param: value held}``.
+    """
+    held = {}
+    for other in SWEEP_PARAMS:
+        col = f"params.{other}"
+        if other == param or col not in runs.columns:
+            continue
+        values = pd.to_numeric(runs[col], errors="coerce")
+        counts = values.value_counts()
+        if len(counts) < 2:
+            continue
+        tied = sorted(counts[counts == counts.max()].index)
+        held[other] = float(tied[(len(tied) - 1) // 2])
+        runs = runs[values == held[other]]
+    return runs, held

@@ -173,6 +173,8 @@ def _tune_space(sweep: SweepConfig) -> dict[str, Any]:
             space[key] = tune.choice(dist.choice)
         else:
             space[key] = tune.grid_search(dist.grid)
+    if sweep.points:  # one grid axis of whole configurations (SweepConfig.trial_values expands the index)
+        space["point"] = tune.grid_search(list(range(len(sweep.points))))
     space["seed"] = tune.grid_search(sweep.seeds) if sweep.search.algorithm == "grid" else sweep.seeds[0]
     return space
 
@@ -190,6 +192,7 @@ def _search_params(sweep: SweepConfig, cpus_per_trial: float) -> dict[str, str]:
         "sweep.base": sweep.base,
         "sweep.overrides": json.dumps(sweep.overrides),
         "sweep.space": json.dumps({k: {d.kind: d.probe_values()} for k, d in sweep.space.items()}),
+        "sweep.points": json.dumps(sweep.points),
         "sweep.objectives": json.dumps([o.model_dump() for o in sweep.objectives]),
         "sweep.num_samples": str(sweep.num_samples),
         "sweep.max_concurrent": str(sweep.max_concurrent),
@@ -460,7 +463,7 @@ def _progress_callback(total: int) -> Any:
 def _total_trials(sweep: SweepConfig) -> int:
     if sweep.search.algorithm == "optuna":
         return sweep.num_samples
-    grid = math.prod(len(d.grid) for d in sweep.space.values() if d.kind == "grid")
+    grid = math.prod(len(d.grid) for d in sweep.space.values() if d.kind == "grid") * max(1, len(sweep.points))
     return sweep.num_samples * grid * (len(sweep.seeds) if sweep.search.algorithm == "grid" else 1)
 
 
@@ -644,7 +647,7 @@ def _finish(sweep: SweepConfig, ctx: dict[str, Any], grid: Any) -> SweepResult:
     }
     rows = []
     for result in grid:
-        cfg_values = {k: v for k, v in (result.config or {}).items()}
+        cfg_values = sweep.trial_values(dict(result.config or {}))
         trial_id = Path(result.path).name if result.path else None
         run = children.get(str(root / "trials" / str(trial_id)))
         status = "error" if result.error is not None else "finished"
@@ -739,7 +742,7 @@ def _draw_pareto(front: pd.DataFrame, sweep: SweepConfig, out: Path) -> None:
     ax.scatter(rest[a.key], rest[b.key], c="0.6", s=22, label="dominated trials")
     on = front[front["pareto"]].sort_values(a.key)
     ax.plot(on[a.key], on[b.key], "-o", c="C3", ms=6, label="Pareto front")
-    swept = list(sweep.space)
+    swept = sweep.swept_keys
     for _, r in on.iterrows():
         label = ", ".join(f"{k.split('.')[-1]}={_short(r.get(f'config.{k}'))}" for k in swept[:2])
         ax.annotate(label, (r[a.key], r[b.key]), fontsize=6, xytext=(3, 3), textcoords="offset points")
@@ -778,7 +781,7 @@ def status_lines(folder: str | Path) -> list[str]:
     sweep = SweepConfig.model_validate(ctx["sweep"])
     client = MlflowClient(tracking_uri=ctx["tracking_uri"])
     runs = _children(client, ctx["experiment_id"], ctx["parent_run_id"])
-    keys = list(sweep.space) + (["seed"] if len(sweep.seeds) > 1 else [])
+    keys = sweep.swept_keys + (["seed"] if len(sweep.seeds) > 1 else [])
     lines = [
         f"sweep {sweep.name}: {len(runs)} trial runs in MLflow ({ctx['tracking_uri']}, sweep run "
         f"{ctx['parent_run_id']})",

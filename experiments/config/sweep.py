@@ -11,6 +11,8 @@ is a YAML file, or the name of one shipped in ``experiments/configs/sweeps/``::
       protection.beta: {uniform: [0.3, 0.7]}
       attack.method: {choice: [meta_auxiliary, first_order]}
       protection.gamma: {grid: [0.0, 0.05, 0.1]}    # every value (search.algorithm: grid)
+    points:                            # explicit configurations (search.algorithm: grid), crossed with the
+      - {protection.gamma: 0.1, protection.beta: 0.5}   # grid axes and the seeds: e.g. Fig. 5's two 1-D lines
     objectives:                        # evaluation summary keys (asr/black_box_mean, esr/..., idr/..., cos/...)
       - {metric: asr/black_box_mean, mode: max}
     num_samples: 8                     # trials (grid: repeats of the whole grid)
@@ -126,7 +128,10 @@ class SweepConfig(_Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
     base: str = "miniworld_demo"
     overrides: list[str] = []
-    space: dict[str, Distribution]
+    space: dict[str, Distribution] = {}
+    # Explicit configurations, each {dotted key: value}: one grid axis whose values are whole points (the
+    # paper's one-at-a-time curves, which a crossed grid would multiply). search.algorithm grid only.
+    points: list[dict[str, Any]] = []
     objectives: Annotated[list[Objective], Field(min_length=1)]
     num_samples: Annotated[int, Field(gt=0)] = 4
     max_concurrent: Annotated[int, Field(gt=0)] = 1
@@ -161,9 +166,24 @@ class SweepConfig(_Strict):
                 "search.scheduler: asha needs one objective (it stops on a scalar score); "
                 "use fifo with several objectives"
             )
-        if "seed" in self.space:
-            raise ValueError("space key 'seed': list seeds under seeds: instead")
+        if "seed" in self.space or any("seed" in pt for pt in self.points):
+            raise ValueError("space/points key 'seed': list seeds under seeds: instead")
+        if not self.space and not self.points:
+            raise ValueError("give a search space (space:) or explicit configurations (points:)")
+        if self.points:
+            if self.search.algorithm != "grid":
+                raise ValueError("points: explicit configurations need search.algorithm: grid")
+            if any(not pt for pt in self.points):
+                raise ValueError("points: every point needs at least one key: value")
+            both = sorted({k for pt in self.points for k in pt} & set(self.space))
+            if both:
+                raise ValueError(f"keys {both} are in both space: and points:; give each key in one of them")
         return self
+
+    @property
+    def swept_keys(self) -> list[str]:
+        """The dotted keys the trials vary: the space's, then the points' (in order, once each)."""
+        return list(dict.fromkeys([*self.space, *(k for pt in self.points for k in pt)]))
 
     @property
     def multi_objective(self) -> bool:
@@ -173,9 +193,16 @@ class SweepConfig(_Strict):
         """The base config with the sweep's overrides (and ``extra``), validated."""
         return load_config(self.base, [*self.overrides, *(extra or [])])
 
+    def trial_values(self, params: dict[str, Any]) -> dict[str, Any]:
+        """A trial's values by dotted key: Tune's ``params`` with the ``point`` index expanded into its keys."""
+        values = {k: v for k, v in params.items() if k != "point"}
+        if "point" in params:
+            values.update(self.points[int(params["point"])])
+        return values
+
     def trial_overrides(self, params: dict[str, Any]) -> list[str]:
         """Dotted overrides of one trial: the base overrides, then its sampled values (``seed`` included)."""
-        return [*self.overrides, *(f"{k}={_yaml_value(v)}" for k, v in params.items())]
+        return [*self.overrides, *(f"{k}={_yaml_value(v)}" for k, v in self.trial_values(params).items())]
 
 
 def _yaml_value(value: Any) -> str:
@@ -201,6 +228,16 @@ def _check_space(sweep: SweepConfig, source: str) -> None:
                 ) from None
             except ValueError as err:  # a cross-field check of the schema
                 raise ConfigError(f"{source}: space key '{key}' ({dist.kind}) value {value!r}: {err}") from None
+    for i, point in enumerate(sweep.points):
+        for key in point:
+            if key not in keys:
+                close = difflib.get_close_matches(key, list(keys), n=3, cutoff=0.8)
+                hint = f"; did you mean {close}?" if close else "; see `erasablemask config show`"
+                raise ConfigError(f"{source}: points[{i}] key '{key}' is not a config key{hint}")
+        try:
+            sweep.base_config([f"{k}={_yaml_value(v)}" for k, v in point.items()])
+        except ValueError as err:  # ConfigError included
+            raise ConfigError(f"{source}: points[{i}] {point} is not allowed:\n{err}") from None
 
 
 def shipped_sweeps() -> list[str]:

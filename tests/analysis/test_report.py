@@ -84,3 +84,26 @@ def test_fig4_grid_is_shown_at_twice_its_size(report_dir: Path):
     grid = page[page.index('<section id="fig4">'):]
     width = int(grid.split('width="', 1)[1].split('"', 1)[0])
     assert width == 2 * int.from_bytes(tiny_png()[16:20], "big") and 'class="grid"' in grid
+
+
+def test_fig5_curves_hold_the_other_parameter_at_one_value():
+    """γ's curve at one β (the one most runs share; ties: the middle value), β's at one γ: never pooled."""
+    import pandas as pd
+
+    from erasablemask.analysis.figures import _held_fixed
+
+    lines = pd.DataFrame({  # the paper's design: γ line at β 0.5, β line at γ 0.05
+        "run": list("abcdef"),
+        "params.protection.gamma": [0.0, 0.05, 0.1, 0.3, 0.05, 0.05],
+        "params.protection.beta": [0.5, 0.5, 0.5, 0.5, 0.3, 0.7],
+    })
+    runs, held = _held_fixed(lines, "protection.gamma")
+    assert held == {"protection.beta": 0.5} and list(runs["run"]) == list("abcd")
+    runs, held = _held_fixed(lines, "protection.beta")
+    assert held == {"protection.gamma": 0.05} and list(runs["run"]) == list("bef")
+    grid = pd.DataFrame([(f"{g}-{b}", g, b) for g in (0.0, 0.1) for b in (0.3, 0.5, 0.7)],
+                        columns=["run", "params.protection.gamma", "params.protection.beta"])
+    runs, held = _held_fixed(grid, "protection.gamma")
+    assert held == {"protection.beta": 0.5} and sorted(runs["run"]) == ["0.0-0.5", "0.1-0.5"]
+    runs, held = _held_fixed(grid, "protection.beta")
+    assert held == {"protection.gamma": 0.0} and len(runs) == 3

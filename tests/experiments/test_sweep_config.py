@@ -15,7 +15,29 @@ def test_shipped_sweeps_load_and_check():
     era = load_sweep("lambda_adv_era")
     assert era.multi_objective and era.search.scheduler == "fifo"
     fig5 = load_sweep("fig5_gamma_beta")
-    assert {"protection.gamma", "protection.beta"} <= set(fig5.space) and fig5.search.algorithm == "grid"
+    assert fig5.swept_keys == ["protection.gamma", "protection.beta"] and fig5.search.algorithm == "grid"
+    # the paper's one-at-a-time lines: γ at β = 0.5, β at γ = 0.05 (the defaults), each point once
+    assert len(fig5.points) == len({tuple(sorted(p.items())) for p in fig5.points}) == 6
+    assert fig5.trial_overrides({"point": 4, "seed": 0})[-3:] == [
+        "seed=0", "protection.gamma=0.05", "protection.beta=0.3"]
+
+
+@pytest.mark.parametrize(
+    ("points", "named"),
+    [
+        ("[{protection.gama: 0.1}]", "points[0] key 'protection.gama' is not a config key"),
+        ("[{protection.gamma: 0.1}, {protection.beta: 2.0}]", "points[1] {'protection.beta': 2.0} is not allowed"),
+        ("[{}]", "every point needs at least one key"),
+        ("[{stage2.lambda_adv: 100}]", "in both space: and points:"),
+    ],
+)
+def test_bad_points_are_refused_naming_the_point(points, named):
+    over = [f"points={points}", "space={stage2.lambda_adv: {grid: [100]}}", "search={algorithm: grid, scheduler: fifo}"]
+    with pytest.raises(ConfigError) as err:
+        load_sweep("tiny", over)
+    assert named in str(err.value)
+    with pytest.raises(ConfigError, match="need search.algorithm: grid"):
+        load_sweep("tiny", ["points=[{protection.gamma: 0.1}]"])
 
 
 @pytest.mark.parametrize(
