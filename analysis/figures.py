@@ -10,8 +10,9 @@ both write it beside the HTML and embed it.
   erase) per black-box model, with the 95 % interval as error bars;
 - :func:`rates_by_transform`: Table V as lines over the transforms, one
   panel per black-box model;
-- :func:`sweep_curves`: Fig. 5: black-box ASR and ESR against a swept
-  config value (``protection.gamma``, ``protection.beta``).
+- :func:`sweep_points` / :func:`sweep_curves`: Fig. 5: black-box ASR, ESR
+  and IDR against a swept config value (``protection.gamma``,
+  ``protection.beta``), the other held at one value; the numbers and the plot.
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ from matplotlib.lines import Line2D
 
 from erasablemask.analysis.rates import estimate
 
-__all__ = ["rates_by_model", "rates_by_transform", "sweep_curves", "SWEEP_PARAMS"]
+__all__ = ["rates_by_model", "rates_by_transform", "sweep_points", "sweep_curves", "SWEEP_PARAMS"]
 
 SWEEP_PARAMS = ("protection.gamma", "protection.beta")  # Fig. 5 (a-b): γ, (c): β
+# Fig. 5's rates: the paper's ASR and ESR, and IDR (ESR alone sits at its 1 − FAR ceiling for any non-target face).
+FIG5_RATES = ("asr", "esr", "idr")
 
 
 def _png(fig: Figure) -> bytes:
@@ -100,8 +103,10 @@ def rates_by_transform(cells: pd.DataFrame, title: str) -> bytes:
     return _png(fig)
 
 
-def sweep_curves(records: pd.DataFrame, runs: pd.DataFrame, param: str, *, n_boot: int = 500) -> bytes | None:
-    """Fig. 5: black-box ASR and ESR (no transform) against ``param``'s value, one line per model.
+def sweep_points(records: pd.DataFrame, runs: pd.DataFrame, param: str, *, n_boot: int = 500) -> pd.DataFrame:
+    """Fig. 5's numbers: black-box ASR, ESR and IDR (no transform) per value of ``param`` and model, with intervals.
+
+    The other Fig. 5 parameters are held at one value each (:func:`_held_fixed`, column ``held``).
 
     Args:
         records: annotated records (:func:`~erasablemask.analysis.tables.annotate`) of one data set.
@@ -109,37 +114,57 @@ def sweep_curves(records: pd.DataFrame, runs: pd.DataFrame, param: str, *, n_boo
         param: a dotted config key.
 
     Returns:
-        PNG bytes, or None when the runs do not take two or more values of ``param``.
+        Columns ``param, value, held, model, rate, estimate, lo, hi, n, n_identities`` (rates as fractions);
+        empty when the runs do not take two or more values of ``param``.
     """
+    columns = ["param", "value", "held", "model", "rate", "estimate", "lo", "hi", "n", "n_identities"]
     col = f"params.{param}"
     if col not in runs.columns:
-        return None
+        return pd.DataFrame(columns=columns)
     runs, held = _held_fixed(runs, param)
     value_of = runs.set_index("run")[col]
     prot = records[(records["kind"] == "protected") & (records["role"] == "black_box")
                    & (records["transform"] == "none") & (records["method"] == "erasablemask")]
     prot = prot.assign(x=pd.to_numeric(prot["run"].map(value_of), errors="coerce")).dropna(subset=["x"])
     if prot["x"].nunique() < 2:
-        return None
-    fig = Figure(figsize=(9, 3.4))
-    axes = fig.subplots(1, 2, sharex=True)
-    for ax, rate, label in ((axes[0], "asr", "ASR"), (axes[1], "esr", "ESR")):
-        for j, (model, sub) in enumerate(prot.groupby("model", sort=False)):
-            pts = []
+        return pd.DataFrame(columns=columns)
+    held_text = ", ".join(f"{k} = {v:g}" for k, v in held.items())
+    rows = []
+    for rate in FIG5_RATES:
+        for model, sub in prot.groupby("model", sort=False):
             for x, at in sorted(sub.groupby("x")):
                 e = estimate(at, rate, n_boot=n_boot)
                 if e.value is not None:
-                    pts.append((x, e.value * 100, (e.value - e.lo) * 100, (e.hi - e.value) * 100))
-            if pts:
-                xs, ys, lo, hi = map(np.array, zip(*pts))
-                ax.errorbar(xs, ys, yerr=[lo, hi], fmt="-o", ms=3, capsize=2, color=f"C{j % 10}", label=model)
+                    rows.append(dict(param=param, value=float(x), held=held_text, model=model, rate=rate,
+                                     estimate=e.value, lo=e.lo, hi=e.hi, n=e.n, n_identities=e.n_identities))
+    return pd.DataFrame(rows, columns=columns)
+
+
+def sweep_curves(points: pd.DataFrame) -> bytes | None:
+    """Fig. 5: black-box ASR, ESR and IDR against the swept value, one line per model (:func:`sweep_points`' rows).
+
+    Returns:
+        PNG bytes, or None without points.
+    """
+    if points.empty:
+        return None
+    param, held = points["param"].iloc[0], points["held"].iloc[0]
+    fig = Figure(figsize=(13, 3.4))
+    axes = fig.subplots(1, len(FIG5_RATES), sharex=True)
+    for ax, rate in zip(axes, FIG5_RATES):
+        label = rate.upper()
+        for j, (model, sub) in enumerate(points[points["rate"] == rate].groupby("model", sort=False)):
+            sub = sub.sort_values("value")
+            ys = sub["estimate"].to_numpy(float) * 100
+            err = [ys - sub["lo"].to_numpy(float) * 100, sub["hi"].to_numpy(float) * 100 - ys]
+            ax.errorbar(sub["value"], ys, yerr=err, fmt="-o", ms=3, capsize=2, color=f"C{j % 10}", label=model)
         ax.set_xlabel(param)
         ax.set_ylabel(f"{label} (%)")
         ax.set_ylim(0, 105)
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    at = "".join(f", {k.split('.')[-1]} = {v:g}" for k, v in held.items())
-    fig.suptitle(f"Fig. 5: black-box ASR and ESR against {param}{at}", fontsize=10)
+    axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    at = f", {held}" if held else ""
+    fig.suptitle(f"Fig. 5: black-box ASR, ESR and IDR against {param}{at}", fontsize=10)
     return _png(fig)
 
 

@@ -27,7 +27,8 @@ from pathlib import Path
 import pandas as pd
 
 from erasablemask.analysis.dataset import grid_path, load_records, load_runs, write_bytes_atomic
-from erasablemask.analysis.figures import SWEEP_PARAMS, rates_by_model, rates_by_transform, sweep_curves
+from erasablemask.analysis.figures import SWEEP_PARAMS, rates_by_model, rates_by_transform, sweep_curves, sweep_points
+from erasablemask.analysis.paper_values import FIG5_PAPER_READING
 from erasablemask.analysis.render import to_html, to_markdown
 from erasablemask.analysis.tables import Table, all_tables, annotate
 
@@ -64,6 +65,7 @@ class _Section:
     title: str
     html: str
     missing: str | None = None
+    markdown: str | None = None  # its report.md body, where it is not a Table's
 
 
 def _missing_section(section_id: str, title: str, why: str) -> _Section:
@@ -163,6 +165,38 @@ def _table_section(table: Table, figure: str) -> str:
     return "\n".join(parts)
 
 
+def _fig5_cells(points: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """Fig. 5's numbers as a table: one row per swept value, an ASR and an ESR cell per model (%, interval, n)."""
+    models = list(dict.fromkeys(points["model"]))
+    rates = list(dict.fromkeys(points["rate"]))
+    head = [points["param"].iloc[0]] + [f"{r.upper()} {m}" for r in rates for m in models]
+    rows = []
+    for value, at in points.groupby("value", sort=True):
+        cells = [f"{value:g}"]
+        for rate in rates:
+            for m in models:
+                c = at[(at["rate"] == rate) & (at["model"] == m)]
+                cells.append("-" if c.empty else f"{100 * c['estimate'].iloc[0]:.1f} "
+                             f"[{100 * c['lo'].iloc[0]:.1f}, {100 * c['hi'].iloc[0]:.1f}] n={int(c['n'].iloc[0])}")
+        rows.append(cells)
+    return head, rows
+
+
+def _fig5_table_html(points: pd.DataFrame) -> str:
+    head, rows = _fig5_cells(points)
+    e = html.escape
+    return ("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>"
+            + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in rows) + "</table>"
+            + f'<p class="note">Held: {e(points["held"].iloc[0] or "nothing")}; rates in % with 95 % '
+            "identity-bootstrap intervals, black-box models, no transform.</p>")
+
+
+def _fig5_table_md(points: pd.DataFrame) -> str:
+    head, rows = _fig5_cells(points)
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + f"\n\nHeld: {points['held'].iloc[0] or 'nothing'}; rates in % with 95 % intervals.\n"
+
+
 def _figures(table: Table) -> dict[str, tuple[bytes, str]]:
     if table.missing or table.cells.empty or not table.percent:
         return {}
@@ -203,17 +237,25 @@ def write_report(dataset: Path, out: Path, *, n_boot: int = 2000) -> Report:
             write_bytes_atomic(out / "tables" / f"{table.key}.csv", table.cells.to_csv(index=False))
             write_bytes_atomic(out / "tables" / f"{table.key}.md", to_markdown(table))
     labelled = annotate(records, runs)
-    fig5 = []
+    fig5, fig5_md = [], []
     for param in SWEEP_PARAMS:
         for ds_name, sub in labelled.groupby("dataset"):
-            png = sweep_curves(sub, runs, param)
+            points = sweep_points(sub, runs, param, n_boot=n_boot)
+            png = sweep_curves(points)
             if png is not None:
                 name = f"fig5_{param.split('.')[-1]}_{ds_name}"
                 figure_pngs[name] = (png, f"Fig. 5: ASR and ESR against {param} ({ds_name})")
-                fig5.append(_figure_html(name, png, figure_pngs[name][1]))
+                write_bytes_atomic(out / "tables" / f"{name}.csv", points.to_csv(index=False))
+                reading = FIG5_PAPER_READING[param]
+                fig5.append(_figure_html(name, png, figure_pngs[name][1])
+                            + f'<p class="note">The paper\'s reading: {html.escape(reading)}</p>'
+                            + _fig5_table_html(points) + f'<p class="note">Files: <a href="tables/{name}.csv">CSV</a>'
+                            "</p>")
+                fig5_md.append(f"### {figure_pngs[name][1]}\n\nThe paper's reading: {reading}\n\n"
+                               + _fig5_table_md(points))
     fig5_title = "Fig. 5: γ and β"
     sections.append(_Section("fig5", fig5_title, f'<section id="fig5"><h2>{fig5_title}</h2>{"".join(fig5)}'
-                             "</section>") if fig5 else _missing_section(
+                             "</section>", markdown="\n".join(fig5_md)) if fig5 else _missing_section(
         "fig5", fig5_title, "needs runs that differ in protection.gamma or protection.beta (a sweep)."))
     grids = [(r, grid_path(dataset, r)) for r in sorted(runs["run"]) if grid_path(dataset, r).is_file()]
     fig4_title = "Fig. 4: source, edited, protected, erased, target"
@@ -228,7 +270,8 @@ def write_report(dataset: Path, out: Path, *, n_boot: int = 2000) -> Report:
     by_key = {t.key: t for t in tables}
     markdown = ["# ErasableMask analysis report", ""] + [
         to_markdown(by_key[sec.id]) if sec.id in by_key else (
-            f"## {sec.title}\n\n" + (f"Not built: {sec.missing}" if sec.missing else "Figures: see index.html.") + "\n")
+            f"## {sec.title}\n\n" + (f"Not built: {sec.missing}" if sec.missing else (
+                sec.markdown or "Figures: see index.html.")) + "\n")
         for sec in sections]
     write_bytes_atomic(out / "report.md", "\n".join(markdown))
     toc = "".join(f'<li><a href="#{html.escape(sec.id)}">{html.escape(sec.title)}</a>'

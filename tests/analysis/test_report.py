@@ -23,8 +23,14 @@ def report_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_report_writes_each_table_as_csv_and_markdown_and_figures_as_png(report_dir: Path):
     tables = sorted(p.name for p in (report_dir / "tables").iterdir())
-    assert tables == [f"{k}.{x}" for k in ("table2_ceilings_miniworld", "table2_miniworld", "table5_miniworld")
-                      for x in ("csv", "md")]
+    assert tables == ["fig5_gamma_miniworld.csv"] + [
+        f"{k}.{x}" for k in ("table2_ceilings_miniworld", "table2_miniworld", "table5_miniworld") for x in ("csv", "md")]
+    fig5 = pd.read_csv(report_dir / "tables" / "fig5_gamma_miniworld.csv")  # Fig. 5's numbers behind the plot
+    assert {"param", "value", "held", "model", "rate", "estimate", "lo", "hi", "n"} <= set(fig5.columns)
+    assert set(fig5["param"]) == {"protection.gamma"} and fig5["value"].nunique() >= 2
+    assert ((fig5["lo"] <= fig5["estimate"]) & (fig5["estimate"] <= fig5["hi"])).all()
+    report_md = (report_dir / "report.md").read_text()
+    assert "The paper's reading: §V-G2" in report_md and "| protection.gamma | ASR " in report_md
     cells = pd.read_csv(report_dir / "tables" / "table2_miniworld.csv")
     assert {"row", "column", "metric", "value", "lo", "hi", "n", "n_identities", "n_seeds", "n_targets",
             "runs", "paper", "paper_source"} <= set(cells.columns)
