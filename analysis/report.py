@@ -166,19 +166,18 @@ def _table_section(table: Table, figure: str) -> str:
 
 
 def _fig5_cells(points: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    """Fig. 5's numbers as a table: one row per swept value, an ASR and an ESR cell per model (%, interval, n)."""
-    models = list(dict.fromkeys(points["model"]))
+    """Fig. 5's numbers as a table: one row per swept value and model, a cell per rate (%, interval)."""
     rates = list(dict.fromkeys(points["rate"]))
-    head = [points["param"].iloc[0]] + [f"{r.upper()} {m}" for r in rates for m in models]
+    head = [points["param"].iloc[0], "model"] + [r.upper() for r in rates]
     rows = []
-    for value, at in points.groupby("value", sort=True):
-        cells = [f"{value:g}"]
+    for (value, model), at in points.groupby(["value", "model"], sort=False):
+        cells = [f"{value:g}", model]
         for rate in rates:
-            for m in models:
-                c = at[(at["rate"] == rate) & (at["model"] == m)]
-                cells.append("-" if c.empty else f"{100 * c['estimate'].iloc[0]:.1f} "
-                             f"[{100 * c['lo'].iloc[0]:.1f}, {100 * c['hi'].iloc[0]:.1f}] n={int(c['n'].iloc[0])}")
+            c = at[at["rate"] == rate]
+            cells.append("-" if c.empty else f"{100 * c['estimate'].iloc[0]:.1f} "
+                         f"[{100 * c['lo'].iloc[0]:.1f}, {100 * c['hi'].iloc[0]:.1f}]")
         rows.append(cells)
+    rows.sort(key=lambda r: float(r[0]))  # stable: models keep their order within a value
     return head, rows
 
 
@@ -187,14 +186,19 @@ def _fig5_table_html(points: pd.DataFrame) -> str:
     e = html.escape
     return ("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>"
             + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in rows) + "</table>"
-            + f'<p class="note">Held: {e(points["held"].iloc[0] or "nothing")}; rates in % with 95 % '
-            "identity-bootstrap intervals, black-box models, no transform.</p>")
+            + f'<p class="note">Held: {e(points["held"].iloc[0] or "nothing")}; {e(_fig5_counts(points))}</p>')
 
 
 def _fig5_table_md(points: pd.DataFrame) -> str:
     head, rows = _fig5_cells(points)
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines) + f"\n\nHeld: {points['held'].iloc[0] or 'nothing'}; rates in % with 95 % intervals.\n"
+    return "\n".join(lines) + f"\n\nHeld: {points['held'].iloc[0] or 'nothing'}; {_fig5_counts(points)}\n"
+
+
+def _fig5_counts(points: pd.DataFrame) -> str:
+    n, ids = sorted(set(points["n"].astype(int))), sorted(set(points["n_identities"].astype(int)))
+    return (f"rates in % with 95 % identity-bootstrap intervals, black-box models, no transform; "
+            f"{'/'.join(map(str, n))} images of {'/'.join(map(str, ids))} source identities per cell.")
 
 
 def _figures(table: Table) -> dict[str, tuple[bytes, str]]:
@@ -244,7 +248,7 @@ def write_report(dataset: Path, out: Path, *, n_boot: int = 2000) -> Report:
             png = sweep_curves(points)
             if png is not None:
                 name = f"fig5_{param.split('.')[-1]}_{ds_name}"
-                figure_pngs[name] = (png, f"Fig. 5: ASR and ESR against {param} ({ds_name})")
+                figure_pngs[name] = (png, f"Fig. 5: ASR, ESR and IDR against {param} ({ds_name})")
                 write_bytes_atomic(out / "tables" / f"{name}.csv", points.to_csv(index=False))
                 reading = FIG5_PAPER_READING[param]
                 fig5.append(_figure_html(name, png, figure_pngs[name][1])

@@ -30,7 +30,7 @@ def test_report_writes_each_table_as_csv_and_markdown_and_figures_as_png(report_
     assert set(fig5["param"]) == {"protection.gamma"} and fig5["value"].nunique() >= 2
     assert ((fig5["lo"] <= fig5["estimate"]) & (fig5["estimate"] <= fig5["hi"])).all()
     report_md = (report_dir / "report.md").read_text()
-    assert "The paper's reading: §V-G2" in report_md and "| protection.gamma | ASR " in report_md
+    assert "The paper's reading: §V-G2" in report_md and "| protection.gamma | model | ASR | ESR | IDR |" in report_md
     cells = pd.read_csv(report_dir / "tables" / "table2_miniworld.csv")
     assert {"row", "column", "metric", "value", "lo", "hi", "n", "n_identities", "n_seeds", "n_targets",
             "runs", "paper", "paper_source"} <= set(cells.columns)
