@@ -15,7 +15,11 @@ the world without skin texture), then prints
    diagonal) and on the 3-surrogate ensemble, scored on every model at FAR
    0.01 against ANOTHER photo of the target (the AMT-GAN convention), beside
    the clean rate (no perturbation). Sources are source identities' test
-   images (never in any FR training set), targets the held-out identities.
+   images (never in any FR training set), targets the held-out identities;
+3. what limits transfer: per model, the cosine between the surrogate
+   ensemble's impersonation gradient and the model's own at the clean
+   sources, and their sign agreement inside the face crop
+   (:func:`~erasablemask.experiments.fr_tools.mini_report.gradient_alignment`).
 
 The aim (issue 12): ensemble PGD at 8/255 reaches >= 25 % on each
 black-box model, while white-box success stays far above transfer. Mini-world
