@@ -126,8 +126,8 @@ def gradient_alignment(
 
     Per pair, at the clean source: the cosine between the input gradient of the surrogate ensemble's loss and
     that of the model's own loss, and the share of pixels where their signs agree (what a signed-gradient step
-    uses; 0.5 = unrelated), among the pixels the ensemble's gradient reaches (not those outside the face crop). A black-box model the ensemble's steps do not move is one whose gradient is
-    orthogonal to the ensemble's: transfer cannot exceed what this alignment allows.
+    uses; 0.5 = unrelated), among the pixels the ensemble's gradient reaches (not those outside the face crop).
+    A black-box model the ensemble's steps do not move is one whose gradient is orthogonal to the ensemble's.
 
     Returns:
         ``{model: {"cosine": (N,), "sign_agreement": (N,)}}``.

@@ -28,6 +28,7 @@ import datetime as dt
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from erasablemask.experiments.fr_tools.calibration import (
     DEFAULT_FARS,
@@ -51,6 +52,9 @@ from erasablemask.models.fr.registry import (
     get_spec,
     list_calibrations,
 )
+
+if TYPE_CHECKING:
+    from erasablemask.experiments.fr_tools.mini_world import MiniZooWorld
 
 _BAD_INPUT = (ValueError, OSError, KeyError, LookupError, WeightsUnavailable)
 
@@ -267,7 +271,7 @@ def _train_mini(args: argparse.Namespace) -> int:
     return 0
 
 
-def _robustify_world(args: argparse.Namespace):
+def _robustify_world(args: argparse.Namespace) -> MiniZooWorld:
     """The mini-world a mini model is robustified on: the ``--config``'s (its ``data.miniworld`` and seed), else
     the schema defaults'; ``--world-seed`` and ``--base-epochs`` override either."""
     from erasablemask.experiments.fr_tools.mini_world import MiniZooWorld
