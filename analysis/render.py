@@ -76,16 +76,19 @@ def display_frame(table: Table, sep: str = "; ") -> pd.DataFrame:
     return frame
 
 
+def pipe_table(head: list[object], rows: list[list[object]]) -> list[str]:
+    """The lines of a GitHub pipe table (``|`` in cells escaped)."""
+    esc = [[str(v).replace("|", "\\|") for v in row] for row in [head, *rows]]
+    return ["| " + " | ".join(esc[0]) + " |", "|" + "---|" * len(esc[0])] + ["| " + " | ".join(r) + " |" for r in esc[1:]]
+
+
 def to_markdown(table: Table) -> str:
     """A GitHub pipe table with the title, the notes and the runs it was built from."""
     lines = [f"## {table.title}", ""]
     if table.missing:
         return "\n".join([*lines, f"Not built: {table.missing}", ""])
     frame = display_frame(table)
-    esc = [[str(v).replace("|", "\\|") for v in row] for row in [list(frame.columns), *frame.to_numpy().tolist()]]
-    lines.append("| " + " | ".join(esc[0]) + " |")
-    lines.append("|" + "---|" * len(esc[0]))
-    lines += ["| " + " | ".join(row) + " |" for row in esc[1:]]
+    lines += pipe_table(list(frame.columns), frame.to_numpy().tolist())
     lines += ["", *[f"- {n}" for n in table.notes], f"- Built from runs: {', '.join(table.runs)}", ""]
     return "\n".join(lines)
 

@@ -29,7 +29,7 @@ import pandas as pd
 from erasablemask.analysis.dataset import grid_path, load_records, load_runs, write_bytes_atomic
 from erasablemask.analysis.figures import SWEEP_PARAMS, rates_by_model, rates_by_transform, sweep_curves, sweep_points
 from erasablemask.analysis.paper_values import FIG5_PAPER_READING
-from erasablemask.analysis.render import to_html, to_markdown
+from erasablemask.analysis.render import pipe_table, to_html, to_markdown
 from erasablemask.analysis.tables import Table, all_tables, annotate
 
 __all__ = ["Report", "write_report", "NOT_IN_RECORDS"]
@@ -191,8 +191,7 @@ def _fig5_table_html(points: pd.DataFrame) -> str:
 
 def _fig5_table_md(points: pd.DataFrame) -> str:
     head, rows = _fig5_cells(points)
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines) + f"\n\nHeld: {points['held'].iloc[0] or 'nothing'}; {_fig5_counts(points)}\n"
+    return "\n".join(pipe_table(head, rows)) + f"\n\nHeld: {points['held'].iloc[0] or 'nothing'}; {_fig5_counts(points)}\n"
 
 
 def _fig5_counts(points: pd.DataFrame) -> str:

@@ -210,15 +210,20 @@ def _yaml_value(value: Any) -> str:
     return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
 
+def _unknown_key(where: str, key: str, keys: Any) -> ConfigError:
+    """``<where> '<key>' is not a config key``, with the closest keys as a hint."""
+    close = difflib.get_close_matches(key, list(keys), n=3, cutoff=0.8)
+    hint = f"; did you mean {close}?" if close else "; see `erasablemask config show`"
+    return ConfigError(f"{where} '{key}' is not a config key{hint}")
+
+
 def _check_space(sweep: SweepConfig, source: str) -> None:
     """Every space key is a config key, and every value it may take validates (names the key)."""
     base = sweep.base_config()
     keys = base.flat()
     for key, dist in sweep.space.items():
         if key not in keys:
-            close = difflib.get_close_matches(key, list(keys), n=3, cutoff=0.8)
-            hint = f"; did you mean {close}?" if close else "; see `erasablemask config show`"
-            raise ConfigError(f"{source}: space key '{key}' is not a config key{hint}")
+            raise _unknown_key(f"{source}: space key", key, keys)
         for value in dist.probe_values():
             try:
                 sweep.base_config([f"{key}={_yaml_value(value)}"])
@@ -231,9 +236,7 @@ def _check_space(sweep: SweepConfig, source: str) -> None:
     for i, point in enumerate(sweep.points):
         for key in point:
             if key not in keys:
-                close = difflib.get_close_matches(key, list(keys), n=3, cutoff=0.8)
-                hint = f"; did you mean {close}?" if close else "; see `erasablemask config show`"
-                raise ConfigError(f"{source}: points[{i}] key '{key}' is not a config key{hint}")
+                raise _unknown_key(f"{source}: points[{i}] key", key, keys)
         try:
             sweep.base_config([f"{k}={_yaml_value(v)}" for k, v in point.items()])
         except ValueError as err:  # ConfigError included
